@@ -1,0 +1,185 @@
+//! Transport to a host, behind one trait so modules never know whether they talk to a
+//! remote sshd, the controller itself, or a recording fake in a unit test. Every
+//! remote operation is a command line built by [`shell`]: the one place that quotes.
+
+pub mod shell;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A command to run on a host. `argv` is quoted by [`shell::quote_argv`]; `script` is
+/// passed to `sh -c` as written (the `shell` module's choice, made explicit).
+#[derive(Debug, Clone, Default)]
+pub struct Cmd {
+    pub program: CmdProgram,
+    pub stdin: Option<Vec<u8>>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CmdProgram {
+    Argv(Vec<String>),
+    Script(String),
+}
+
+impl Default for CmdProgram {
+    fn default() -> Self {
+        CmdProgram::Script(String::new())
+    }
+}
+
+impl Cmd {
+    pub fn argv<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Cmd { program: CmdProgram::Argv(args.into_iter().map(Into::into).collect()), ..Cmd::default() }
+    }
+
+    pub fn script(script: impl Into<String>) -> Self {
+        Cmd { program: CmdProgram::Script(script.into()), ..Cmd::default() }
+    }
+
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// The single line handed to the remote shell, with cwd and env applied.
+    pub fn to_shell_line(&self) -> String {
+        shell::command_line(self)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Errors of the transport itself, as opposed to a command that ran and failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ConnError {
+    #[error("{host}: host key is not in {known_hosts} (fingerprint {fingerprint})")]
+    #[diagnostic(
+        code(troupe::conn::unknown_host_key),
+        help(
+            "check the fingerprint out of band, then either add it with `ssh-keyscan -H {address} >> {known_hosts}` or run once with --accept-new-host-keys"
+        )
+    )]
+    UnknownHostKey { host: String, address: String, known_hosts: String, fingerprint: String },
+
+    #[error("{host}: host key CHANGED for {address}: expected the one in {known_hosts}, got {fingerprint}")]
+    #[diagnostic(
+        code(troupe::conn::host_key_mismatch),
+        help("this may be a man-in-the-middle attack or a reinstalled host; verify and fix known_hosts by hand")
+    )]
+    HostKeyMismatch { host: String, address: String, known_hosts: String, fingerprint: String },
+
+    #[error("{host}: authentication as {user} failed ({detail})")]
+    #[diagnostic(code(troupe::conn::auth), help("check `identity`/`user` in the inventory, or load the key into ssh-agent"))]
+    Auth { host: String, user: String, detail: String },
+
+    #[error("{host}: cannot connect to {address}: {detail}")]
+    #[diagnostic(code(troupe::conn::unreachable), help("is sshd running and the address/port right? try `ssh -p PORT USER@ADDRESS`"))]
+    Unreachable { host: String, address: String, detail: String },
+
+    #[error("{host}: command timed out after {after:?}: {command}")]
+    #[diagnostic(code(troupe::conn::timeout))]
+    Timeout { host: String, after: Duration, command: String },
+
+    #[error("{host}: connection lost: {detail}")]
+    #[diagnostic(code(troupe::conn::lost))]
+    Lost { host: String, detail: String },
+
+    #[error("{host}: {detail}")]
+    #[diagnostic(code(troupe::conn::io))]
+    Io { host: String, detail: String },
+}
+
+impl ConnError {
+    /// Unreachable hosts are counted apart from failed ones in the recap.
+    pub fn is_unreachable(&self) -> bool {
+        !matches!(self, ConnError::Timeout { .. } | ConnError::Io { .. })
+    }
+}
+
+/// What [`Connection::stat`] learns about a path in one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub size: u64,
+    /// Hex SHA-256 of a regular file's content; `None` for other kinds.
+    pub sha256: Option<String>,
+    /// Target of a symlink.
+    pub link_target: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// Mode and ownership to give a file that is written; `None` keeps what is there
+/// (or the umask/owner defaults for a new file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAttrs {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+}
+
+/// A duplex byte stream to a TCP port as seen from the host (SSH `direct-tcpip`), used
+/// to reach services such as etcd that only listen where SSH can get.
+pub trait Tunnel: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Tunnel for T {}
+
+#[async_trait]
+pub trait Connection: Send + Sync {
+    /// Inventory name of the host, for messages.
+    fn host(&self) -> &str;
+
+    /// Run a command; a non-zero exit is an `Ok` output, only transport trouble errs.
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError>;
+
+    /// Read a whole file; `Ok(None)` when it does not exist.
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError>;
+
+    /// Facts about a path (no follow of a final symlink); `Ok(None)` when absent.
+    async fn stat(&self, path: &str) -> Result<Option<FileStat>, ConnError>;
+
+    /// Replace `path` atomically: temp file in the same directory, fsync, rename.
+    /// Mode/owner come from `attrs`, else from the file being replaced.
+    async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError>;
+
+    /// Open a TCP stream to `host:port` as the remote host sees it.
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError>;
+
+    /// Close politely; dropping also works.
+    async fn close(&self) -> Result<(), ConnError> {
+        Ok(())
+    }
+}

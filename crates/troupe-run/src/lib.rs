@@ -1,0 +1,5 @@
+//! The troupe engine: connections, task modules, the executor that runs check → apply
+//! per host, the scheduler that fans out over hosts, and the reporters.
+
+pub mod connection;
+pub mod module;

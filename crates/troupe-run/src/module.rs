@@ -1,0 +1,185 @@
+//! The one contract every task module follows: decode the rendered arguments into a
+//! typed request, `check` the host and return a plan, `apply` exactly that plan. The
+//! executor owns the check → apply state machine, `--check` and `--diff`; a module
+//! never learns which mode it runs in, so check mode cannot drift from a real run.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use troupe_dsl::registry::ModuleSpec;
+
+use crate::connection::{ConnError, Connection};
+
+/// Rendered module arguments (templates already expanded for this host and item).
+pub type Args = serde_json::Map<String, serde_json::Value>;
+
+/// What a module may use while it runs on one host.
+pub struct TaskCx<'a> {
+    /// Inventory name of the host the task is for.
+    pub host: &'a str,
+    /// The host the work happens on (the delegate, with `delegate-to`).
+    pub conn: &'a Arc<dyn Connection>,
+    /// The controller itself, for modules that keep state there (a CA key, fetched files).
+    pub controller: &'a Arc<dyn Connection>,
+    /// Folders searched for `src` files and templates, most specific first
+    /// (role, playbook, top-level), each holding `files/` and `templates/`.
+    pub search_dirs: &'a [PathBuf],
+    /// Renders a template file (found through `search_dirs`) with this host's vars.
+    pub render: &'a (dyn Fn(&str) -> Result<String, TaskError> + Send + Sync),
+}
+
+/// A file's content before and after, for `--diff`. Secrets never go in here: modules
+/// that handle keys put a placeholder instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    pub path: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// The answer of `check`.
+pub enum Check<P> {
+    /// Already as asked; `Outcome` carries what `register` should see.
+    Unchanged(Outcome),
+    Change(Change<P>),
+}
+
+/// A change a module intends to make.
+pub struct Change<P> {
+    pub plan: P,
+    /// One line, shown in `--check` and the progress output: "create /etc/etcd/etcd.env",
+    /// "reissue server.pem: SAN 10.1.1.204 missing".
+    pub summary: String,
+    pub diffs: Vec<Diff>,
+}
+
+impl<P> Change<P> {
+    pub fn new(plan: P, summary: impl Into<String>) -> Self {
+        Change { plan, summary: summary.into(), diffs: Vec::new() }
+    }
+    pub fn with_diff(mut self, diff: Diff) -> Self {
+        self.diffs.push(diff);
+        self
+    }
+}
+
+/// What running (or not needing to run) a task produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub changed: bool,
+    /// Set when the module judged the task failed but still has data to register
+    /// (a command's exit code and output); `failed-when` may override it.
+    pub failed: Option<String>,
+    /// Registered as the task's result (`register`): stdout, rc, members...
+    pub data: serde_json::Value,
+    /// One line for the progress output.
+    pub msg: Option<String>,
+}
+
+impl Outcome {
+    pub fn changed(data: serde_json::Value) -> Self {
+        Outcome { changed: true, data, ..Outcome::default() }
+    }
+    pub fn ok(data: serde_json::Value) -> Self {
+        Outcome { changed: false, data, ..Outcome::default() }
+    }
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum TaskError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Conn(#[from] ConnError),
+
+    #[error("argument `{arg}`: {msg}")]
+    #[diagnostic(code(troupe::task::bad_arg))]
+    BadArg { arg: String, msg: String },
+
+    #[error("{msg}")]
+    #[diagnostic(code(troupe::task::failed))]
+    Failed {
+        msg: String,
+        #[help]
+        help: Option<String>,
+    },
+}
+
+impl TaskError {
+    pub fn failed(msg: impl Into<String>) -> Self {
+        TaskError::Failed { msg: msg.into(), help: None }
+    }
+    pub fn failed_help(msg: impl Into<String>, help: impl Into<String>) -> Self {
+        TaskError::Failed { msg: msg.into(), help: Some(help.into()) }
+    }
+    pub fn bad_arg(arg: impl Into<String>, msg: impl Into<String>) -> Self {
+        TaskError::BadArg { arg: arg.into(), msg: msg.into() }
+    }
+}
+
+/// A task module with typed request and plan. Implement this; the registry stores it
+/// type-erased as [`DynModule`].
+#[async_trait]
+pub trait Module: Send + Sync + 'static {
+    type Spec: Send + Sync + 'static;
+    type Plan: Send + 'static;
+
+    fn spec(&self) -> &'static ModuleSpec;
+
+    /// Turn rendered arguments into the typed request, rejecting bad values.
+    fn decode(&self, args: &Args) -> Result<Self::Spec, TaskError>;
+
+    /// Read the host (never change it) and say what would change.
+    async fn check(&self, spec: &Self::Spec, cx: &TaskCx<'_>) -> Result<Check<Self::Plan>, TaskError>;
+
+    /// Make exactly the change `check` planned.
+    async fn apply(&self, spec: &Self::Spec, plan: Self::Plan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError>;
+}
+
+/// A planned change with its module's request and plan kept opaque to the executor.
+pub struct DynChange {
+    pub summary: String,
+    pub diffs: Vec<Diff>,
+    state: Box<dyn Any + Send>,
+}
+
+pub enum DynCheck {
+    Unchanged(Outcome),
+    Change(DynChange),
+}
+
+/// Object-safe face of [`Module`], what the registry holds and the executor calls.
+#[async_trait]
+pub trait DynModule: Send + Sync {
+    fn spec(&self) -> &'static ModuleSpec;
+    async fn check(&self, args: &Args, cx: &TaskCx<'_>) -> Result<DynCheck, TaskError>;
+    async fn apply(&self, change: DynChange, cx: &TaskCx<'_>) -> Result<Outcome, TaskError>;
+}
+
+#[async_trait]
+impl<M: Module> DynModule for M {
+    fn spec(&self) -> &'static ModuleSpec {
+        Module::spec(self)
+    }
+
+    async fn check(&self, args: &Args, cx: &TaskCx<'_>) -> Result<DynCheck, TaskError> {
+        let spec = self.decode(args)?;
+        match Module::check(self, &spec, cx).await? {
+            Check::Unchanged(outcome) => Ok(DynCheck::Unchanged(outcome)),
+            Check::Change(change) => Ok(DynCheck::Change(DynChange {
+                summary: change.summary,
+                diffs: change.diffs,
+                state: Box::new((spec, change.plan)),
+            })),
+        }
+    }
+
+    async fn apply(&self, change: DynChange, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        let (spec, plan) = *change
+            .state
+            .downcast::<(M::Spec, M::Plan)>()
+            .map_err(|_| TaskError::failed("internal: plan handed to the wrong module"))?;
+        Module::apply(self, &spec, plan, cx).await
+    }
+}
