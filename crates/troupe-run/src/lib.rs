@@ -2,4 +2,6 @@
 //! per host, the scheduler that fans out over hosts, and the reporters.
 
 pub mod connection;
+pub mod etcd;
 pub mod module;
+pub mod modules;

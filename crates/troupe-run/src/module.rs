@@ -28,6 +28,42 @@ pub struct TaskCx<'a> {
     pub search_dirs: &'a [PathBuf],
     /// Renders a template file (found through `search_dirs`) with this host's vars.
     pub render: &'a (dyn Fn(&str) -> Result<String, TaskError> + Send + Sync),
+    /// Evaluates a template expression (`etcd_members | length`) with this host's vars,
+    /// for modules such as `debug var=` that name a variable rather than a value.
+    pub eval: &'a (dyn Fn(&str) -> Result<serde_json::Value, TaskError> + Send + Sync),
+}
+
+impl TaskCx<'_> {
+    /// Find `rel` (a `src` argument) under `sub` (`files` or `templates`) of the
+    /// search dirs, most specific first; an absolute path is taken as is.
+    pub fn find_file(&self, sub: &str, rel: &str) -> Result<PathBuf, TaskError> {
+        let path = std::path::Path::new(rel);
+        if path.is_absolute() {
+            return if path.exists() {
+                Ok(path.to_path_buf())
+            } else {
+                Err(TaskError::failed(format!(
+                    "{rel} does not exist on the controller"
+                )))
+            };
+        }
+        for dir in self.search_dirs {
+            for candidate in [dir.join(sub).join(rel), dir.join(rel)] {
+                if candidate.is_file() {
+                    return Ok(candidate);
+                }
+            }
+        }
+        let looked: Vec<String> = self
+            .search_dirs
+            .iter()
+            .map(|d| d.join(sub).display().to_string())
+            .collect();
+        Err(TaskError::failed_help(
+            format!("`{rel}` not found on the controller"),
+            format!("looked in {}; put the file in one of them", looked.join(", ")),
+        ))
+    }
 }
 
 /// A file's content before and after, for `--diff`. Secrets never go in here: modules
@@ -57,7 +93,11 @@ pub struct Change<P> {
 
 impl<P> Change<P> {
     pub fn new(plan: P, summary: impl Into<String>) -> Self {
-        Change { plan, summary: summary.into(), diffs: Vec::new() }
+        Change {
+            plan,
+            summary: summary.into(),
+            diffs: Vec::new(),
+        }
     }
     pub fn with_diff(mut self, diff: Diff) -> Self {
         self.diffs.push(diff);
@@ -80,10 +120,18 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn changed(data: serde_json::Value) -> Self {
-        Outcome { changed: true, data, ..Outcome::default() }
+        Outcome {
+            changed: true,
+            data,
+            ..Outcome::default()
+        }
     }
     pub fn ok(data: serde_json::Value) -> Self {
-        Outcome { changed: false, data, ..Outcome::default() }
+        Outcome {
+            changed: false,
+            data,
+            ..Outcome::default()
+        }
     }
 }
 
@@ -108,13 +156,22 @@ pub enum TaskError {
 
 impl TaskError {
     pub fn failed(msg: impl Into<String>) -> Self {
-        TaskError::Failed { msg: msg.into(), help: None }
+        TaskError::Failed {
+            msg: msg.into(),
+            help: None,
+        }
     }
     pub fn failed_help(msg: impl Into<String>, help: impl Into<String>) -> Self {
-        TaskError::Failed { msg: msg.into(), help: Some(help.into()) }
+        TaskError::Failed {
+            msg: msg.into(),
+            help: Some(help.into()),
+        }
     }
     pub fn bad_arg(arg: impl Into<String>, msg: impl Into<String>) -> Self {
-        TaskError::BadArg { arg: arg.into(), msg: msg.into() }
+        TaskError::BadArg {
+            arg: arg.into(),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -134,7 +191,8 @@ pub trait Module: Send + Sync + 'static {
     async fn check(&self, spec: &Self::Spec, cx: &TaskCx<'_>) -> Result<Check<Self::Plan>, TaskError>;
 
     /// Make exactly the change `check` planned.
-    async fn apply(&self, spec: &Self::Spec, plan: Self::Plan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError>;
+    async fn apply(&self, spec: &Self::Spec, plan: Self::Plan, cx: &TaskCx<'_>)
+    -> Result<Outcome, TaskError>;
 }
 
 /// A planned change with its module's request and plan kept opaque to the executor.

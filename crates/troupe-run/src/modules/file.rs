@@ -1,0 +1,354 @@
+//! `file`: make a path be a directory, an existing file, a symlink, or absent, with a
+//! mode and owner. One `stat` decides the plan; applying it is one command line of
+//! `mkdir`/`ln`/`chmod`/`chown` steps, so a change costs one more round trip, never more.
+
+use async_trait::async_trait;
+use serde_json::json;
+use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+
+use super::args;
+use crate::connection::shell::quote_argv;
+use crate::connection::{Cmd, FileKind, FileStat};
+use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+
+pub struct File;
+
+const STATES: &[&str] = &["directory", "file", "absent", "link", "touch"];
+
+static SPEC: ModuleSpec = ModuleSpec {
+    name: "file",
+    summary: "Make a path a directory, file or symlink with a mode and owner, or remove it",
+    doc: "`state=directory` creates the directory and its parents; `file` requires the file to \
+exist and sets its attributes; `touch` creates an empty file when missing (it does not update \
+the modification time of an existing one, so it stays idempotent); `link` makes `path` a symlink \
+to `src`; `absent` removes the path (recursively for a directory). `mode`, `owner` and `group` \
+apply to the path itself (not recursively).",
+    args: &[
+        ArgSpec {
+            required: true,
+            positional: true,
+            ..ArgSpec::new("path", ArgKind::Path, "The path on the host.")
+        },
+        ArgSpec {
+            default: Some("file"),
+            ..ArgSpec::new("state", ArgKind::Enum(STATES), "What the path must be.")
+        },
+        ArgSpec::new("mode", ArgKind::Mode, "Permission bits, e.g. 0o750."),
+        ArgSpec::new("owner", ArgKind::String, "Owning user name."),
+        ArgSpec::new("group", ArgKind::String, "Owning group name."),
+        ArgSpec::new("src", ArgKind::Path, "Target of the symlink (`state=link`)."),
+    ],
+    one_of: &[],
+    example: r#"task "PKI directory" {
+    file "/etc/kubernetes/pki/etcd" state="directory" mode=0o700 owner="root"
+}"#,
+};
+
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    pub path: String,
+    pub state: String,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub src: Option<String>,
+}
+
+/// The steps of a change, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Mkdir,
+    Touch,
+    Link { replace: bool },
+    Remove,
+    Chmod(u32),
+    Chown(String),
+}
+
+#[async_trait]
+impl Module for File {
+    type Spec = FileSpec;
+    type Plan = Vec<Step>;
+
+    fn spec(&self) -> &'static ModuleSpec {
+        &SPEC
+    }
+
+    fn decode(&self, a: &Args) -> Result<FileSpec, TaskError> {
+        let spec = FileSpec {
+            path: args::req_str(a, "path")?,
+            state: args::enum_or(a, "state", STATES, "file")?,
+            mode: args::opt_mode(a, "mode")?,
+            owner: args::opt_str(a, "owner")?,
+            group: args::opt_str(a, "group")?,
+            src: args::opt_str(a, "src")?,
+        };
+        if spec.path.is_empty() {
+            return Err(TaskError::bad_arg("path", "is empty"));
+        }
+        if spec.state == "absent" && spec.path.trim_end_matches('/').is_empty() {
+            return Err(TaskError::bad_arg("path", "refusing to remove /"));
+        }
+        if spec.state == "link" && spec.src.is_none() {
+            return Err(TaskError::bad_arg(
+                "src",
+                "`state=link` needs `src`, the link target",
+            ));
+        }
+        Ok(spec)
+    }
+
+    async fn check(&self, spec: &FileSpec, cx: &TaskCx<'_>) -> Result<Check<Vec<Step>>, TaskError> {
+        let stat = cx.conn.stat(&spec.path).await?;
+        let (steps, what) = plan(spec, stat.as_ref())?;
+        if steps.is_empty() {
+            return Ok(Check::Unchanged(Outcome::ok(result(spec, stat.as_ref()))));
+        }
+        Ok(Check::Change(Change::new(steps, format!("{what} {}", spec.path))))
+    }
+
+    async fn apply(&self, spec: &FileSpec, steps: Vec<Step>, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        let line = script(spec, &steps);
+        let out = cx.conn.exec(&Cmd::script(line)).await?;
+        if !out.success() {
+            return Err(TaskError::failed(format!(
+                "could not change {}: {}",
+                spec.path,
+                super::command::tail_lines(out.stderr_str().trim_end(), 5)
+            )));
+        }
+        Ok(Outcome::changed(json!({"path": spec.path, "state": spec.state})))
+    }
+}
+
+fn result(spec: &FileSpec, stat: Option<&FileStat>) -> serde_json::Value {
+    match stat {
+        Some(st) => json!({
+            "path": spec.path,
+            "state": spec.state,
+            "mode": format!("{:04o}", st.mode & 0o7777),
+            "owner": st.owner,
+            "group": st.group,
+            "size": st.size,
+        }),
+        None => json!({"path": spec.path, "state": spec.state}),
+    }
+}
+
+/// Decide the steps from what is there; also a word for the summary.
+pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'static str), TaskError> {
+    let mut steps = Vec::new();
+    let mut what = "update";
+    let kind = stat.map(|s| s.kind);
+    match spec.state.as_str() {
+        "absent" => {
+            if stat.is_some() {
+                return Ok((vec![Step::Remove], "remove"));
+            }
+            return Ok((steps, ""));
+        }
+        "directory" => match kind {
+            None => {
+                steps.push(Step::Mkdir);
+                what = "create directory";
+            }
+            Some(FileKind::Directory) => {}
+            Some(_) => {
+                return Err(TaskError::failed_help(
+                    format!("{} exists and is not a directory", spec.path),
+                    "remove it first (a `file state=absent` task) if it should be replaced",
+                ));
+            }
+        },
+        "file" => match kind {
+            None => {
+                return Err(TaskError::failed_help(
+                    format!("{} does not exist", spec.path),
+                    "use `state=touch` to create an empty file, or `copy`/`template` to write one",
+                ));
+            }
+            Some(FileKind::File) => {}
+            Some(_) => {
+                return Err(TaskError::failed(format!(
+                    "{} exists and is not a regular file",
+                    spec.path
+                )));
+            }
+        },
+        "touch" => match kind {
+            None => {
+                steps.push(Step::Touch);
+                what = "create file";
+            }
+            Some(FileKind::File) => {}
+            Some(_) => {
+                return Err(TaskError::failed(format!(
+                    "{} exists and is not a regular file",
+                    spec.path
+                )));
+            }
+        },
+        "link" => {
+            let src = spec.src.as_deref().unwrap_or_default();
+            match (kind, stat.and_then(|s| s.link_target.as_deref())) {
+                (None, _) => {
+                    steps.push(Step::Link { replace: false });
+                    what = "create link";
+                }
+                (Some(FileKind::Symlink), Some(target)) if target == src => {}
+                (Some(FileKind::Symlink), _) => {
+                    steps.push(Step::Link { replace: true });
+                    what = "repoint link";
+                }
+                (Some(FileKind::Directory), _) => {
+                    return Err(TaskError::failed(format!(
+                        "{} is a directory, refusing to replace it with a link",
+                        spec.path
+                    )));
+                }
+                (Some(_), _) => {
+                    steps.push(Step::Link { replace: true });
+                    what = "replace with link";
+                }
+            }
+            // A link's own mode is meaningless on Linux; ownership is set with chown -h.
+            if let Some(owner) = owner_spec(spec, stat.filter(|s| s.kind == FileKind::Symlink)) {
+                steps.push(Step::Chown(owner));
+            }
+            return Ok((steps, what));
+        }
+        _ => unreachable!("decode checks the state"),
+    }
+    let existing = stat.filter(|s| s.kind != FileKind::Symlink);
+    if let Some(mode) = spec.mode {
+        if existing.is_none_or(|s| s.mode & 0o7777 != mode) {
+            steps.push(Step::Chmod(mode));
+        }
+    }
+    if let Some(owner) = owner_spec(spec, existing) {
+        steps.push(Step::Chown(owner));
+    }
+    Ok((steps, what))
+}
+
+/// `user:group` (or `user` / `:group`) when they differ from what the stat shows.
+fn owner_spec(spec: &FileSpec, stat: Option<&FileStat>) -> Option<String> {
+    let owner = spec
+        .owner
+        .as_ref()
+        .filter(|o| stat.is_none_or(|s| &s.owner != *o));
+    let group = spec
+        .group
+        .as_ref()
+        .filter(|g| stat.is_none_or(|s| &s.group != *g));
+    match (owner, group) {
+        (None, None) => None,
+        (Some(o), None) => Some(o.clone()),
+        (None, Some(g)) => Some(format!(":{g}")),
+        (Some(o), Some(g)) => Some(format!("{o}:{g}")),
+    }
+}
+
+/// The whole change as one command line for `sh -c`.
+pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
+    let p = spec.path.as_str();
+    let parts: Vec<String> = steps
+        .iter()
+        .map(|step| match step {
+            Step::Mkdir => quote_argv(&["mkdir", "-p", "--", p]),
+            Step::Touch => quote_argv(&["touch", "--", p]),
+            Step::Remove => quote_argv(&["rm", "-rf", "--", p]),
+            Step::Link { replace } => {
+                let src = spec.src.as_deref().unwrap_or_default();
+                if *replace {
+                    quote_argv(&["ln", "-sfn", "--", src, p])
+                } else {
+                    quote_argv(&["ln", "-s", "--", src, p])
+                }
+            }
+            Step::Chmod(mode) => quote_argv(&["chmod", &format!("{mode:04o}"), "--", p]),
+            Step::Chown(owner) if spec.state == "link" => quote_argv(&["chown", "-h", owner, "--", p]),
+            Step::Chown(owner) => quote_argv(&["chown", owner, "--", p]),
+        })
+        .collect();
+    parts.join(" && ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modules::testing::{FakeHost, args};
+
+    #[tokio::test]
+    async fn creates_a_directory_with_mode_in_one_command() {
+        let host = FakeHost::new();
+        let out = host
+            .run(
+                &File,
+                args(r#"{"path": "/srv/a b", "state": "directory", "mode": 448}"#),
+            )
+            .await
+            .unwrap();
+        assert!(out.changed);
+        assert_eq!(
+            host.commands(),
+            ["sh -c 'mkdir -p -- '\\''/srv/a b'\\'' && chmod 0700 -- '\\''/srv/a b'\\'''"]
+        );
+    }
+
+    #[tokio::test]
+    async fn existing_directory_with_right_mode_is_unchanged() {
+        let host = FakeHost::new();
+        host.put_dir("/srv/x");
+        let check = host
+            .check(
+                &File,
+                args(r#"{"path": "/srv/x", "state": "directory", "mode": "0755"}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(check, None);
+        let check = host
+            .check(
+                &File,
+                args(r#"{"path": "/srv/x", "state": "directory", "mode": "0700"}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(check.unwrap().0, "update /srv/x");
+        assert!(host.commands().is_empty(), "check never runs commands");
+    }
+
+    #[tokio::test]
+    async fn absent_removes_only_when_present() {
+        let host = FakeHost::new();
+        assert_eq!(
+            host.check(&File, args(r#"{"path": "/srv/gone", "state": "absent"}"#))
+                .await
+                .unwrap(),
+            None
+        );
+        host.put_file("/srv/gone", b"x");
+        assert_eq!(
+            host.check(&File, args(r#"{"path": "/srv/gone", "state": "absent"}"#))
+                .await
+                .unwrap()
+                .unwrap()
+                .0,
+            "remove /srv/gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn state_file_on_missing_path_fails_with_help() {
+        let host = FakeHost::new();
+        let err = host.run(&File, args(r#"{"path": "/nope"}"#)).await.unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn link_requires_src() {
+        assert!(File.decode(&args(r#"{"path": "/l", "state": "link"}"#)).is_err());
+        assert!(File.decode(&args(r#"{"path": "/", "state": "absent"}"#)).is_err());
+    }
+}
