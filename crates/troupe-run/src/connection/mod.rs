@@ -2,7 +2,10 @@
 //! remote sshd, the controller itself, or a recording fake in a unit test. Every
 //! remote operation is a command line built by [`shell`]: the one place that quotes.
 
+pub mod fake;
+pub mod local;
 pub mod shell;
+pub mod ssh;
 
 use std::time::Duration;
 

@@ -1,12 +1,14 @@
 //! POSIX shell quoting, in one place: every command line troupe sends is built here,
 //! so no module ever glues user strings into a shell command by hand.
 
-use super::{Cmd, CmdProgram};
+use super::{Cmd, CmdProgram, FileAttrs, FileKind, FileStat};
 
 /// Quote one word for a POSIX shell: bare when it is plainly safe, else single quotes.
 pub fn quote(word: &str) -> String {
     let safe = !word.is_empty()
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
     if safe {
         word.to_string()
     } else {
@@ -15,7 +17,10 @@ pub fn quote(word: &str) -> String {
 }
 
 pub fn quote_argv<S: AsRef<str>>(argv: &[S]) -> String {
-    argv.iter().map(|a| quote(a.as_ref())).collect::<Vec<_>>().join(" ")
+    argv.iter()
+        .map(|a| quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `cd DIR && env K=V ... PROGRAM` as one line for the remote login shell.
@@ -39,6 +44,137 @@ pub fn command_line(cmd: &Cmd) -> String {
     line
 }
 
+/// Exit status of the read snippet when the path does not exist (with [`ABSENT_MARK`]
+/// on stderr, so a `cat` failing with the same code is not mistaken for absence).
+pub const READ_ABSENT_CODE: i32 = 44;
+pub const ABSENT_MARK: &str = "troupe: absent";
+
+/// `cat` a file in one round trip, telling "absent" apart from "unreadable".
+pub fn read_script(path: &str) -> String {
+    let p = quote(path);
+    format!("if [ -e {p} ]; then exec cat -- {p}; else echo '{ABSENT_MARK}' >&2; exit {READ_ABSENT_CODE}; fi")
+}
+
+/// Whether a read snippet's result means "no such file".
+pub fn read_was_absent(exit_code: i32, stderr: &[u8]) -> bool {
+    exit_code == READ_ABSENT_CODE && String::from_utf8_lossy(stderr).contains(ABSENT_MARK)
+}
+
+/// Facts about a path in ONE round trip (parsed by [`parse_stat`]): `absent`, or
+/// `present`, then `RAWMODE_HEX OWNER GROUP SIZE`, then `sha256:HEX` for a readable
+/// regular file or `link:TARGET` for a symlink. Needs `stat -c` and `sha256sum`
+/// (GNU coreutils or busybox). A final symlink is not followed.
+pub fn stat_script(path: &str) -> String {
+    let p = quote(path);
+    format!(
+        "p={p}\n\
+         if [ ! -e \"$p\" ] && [ ! -L \"$p\" ]; then echo absent; exit 0; fi\n\
+         m=$(stat -c '%f %U %G %s' -- \"$p\") || exit 1\n\
+         printf 'present\\n%s\\n' \"$m\"\n\
+         if [ -L \"$p\" ]; then printf 'link:'; readlink -- \"$p\"\n\
+         elif [ -f \"$p\" ] && [ -r \"$p\" ]; then h=$(sha256sum < \"$p\") && echo \"sha256:${{h%% *}}\"\n\
+         fi\n\
+         exit 0"
+    )
+}
+
+/// Parse what [`stat_script`] printed. `Err` carries a description for the caller's
+/// error (the output was not what the snippet prints: an exotic `stat`?).
+pub fn parse_stat(stdout: &str) -> Result<Option<FileStat>, String> {
+    let mut lines = stdout.splitn(3, '\n');
+    match lines.next() {
+        Some("absent") => return Ok(None),
+        Some("present") => {}
+        _ => return Err(format!("unexpected stat output: {stdout:?}")),
+    }
+    let info = lines
+        .next()
+        .ok_or_else(|| format!("stat output lacks the attribute line: {stdout:?}"))?;
+    let f: Vec<&str> = info.split(' ').collect();
+    let [raw, owner, group, size] = f.as_slice() else {
+        return Err(format!("unexpected stat attribute line {info:?}"));
+    };
+    let raw = u32::from_str_radix(raw, 16).map_err(|_| format!("bad raw mode {raw:?} in stat output"))?;
+    let size = size
+        .parse::<u64>()
+        .map_err(|_| format!("bad size {size:?} in stat output"))?;
+    let kind = match raw & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Directory,
+        0o120000 => FileKind::Symlink,
+        _ => FileKind::Other,
+    };
+    let rest = lines.next().unwrap_or("");
+    let mut sha256 = None;
+    let mut link_target = None;
+    if let Some(t) = rest.strip_prefix("link:") {
+        link_target = Some(t.strip_suffix('\n').unwrap_or(t).to_string());
+    } else if let Some(h) = rest.strip_prefix("sha256:") {
+        let h = h.trim();
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("bad sha256 {h:?} in stat output"));
+        }
+        sha256 = Some(h.to_string());
+    }
+    Ok(Some(FileStat {
+        kind,
+        mode: raw & 0o7777,
+        owner: owner.to_string(),
+        group: group.to_string(),
+        size,
+        sha256,
+        link_target,
+    }))
+}
+
+/// Replace `path` atomically in ONE round trip, the new content arriving on stdin:
+/// `mktemp` in the same directory (so `mv` is a rename), owner/group/mode from
+/// `attrs` or else copied from the file being replaced (new files get the umask
+/// default), `sync`, `mv -f`. The temp file is removed on any failure or signal.
+pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
+    let dir = match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => ".",
+    };
+    let mut s = format!(
+        "set -e\n\
+         p={p}\n\
+         if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"troupe: $p is a directory\" >&2; exit 1; fi\n\
+         t=$(mktemp {d}.troupe-tmp.XXXXXXXX)\n\
+         trap 'rm -f -- \"$t\"' EXIT\n\
+         trap 'exit 1' HUP INT TERM PIPE\n\
+         cat > \"$t\"\n\
+         if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n",
+        p = quote(path),
+        d = if dir == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", quote(dir))
+        },
+    );
+    match (&attrs.owner, &attrs.group) {
+        (Some(o), Some(g)) => s.push_str(&format!("chown -- {} \"$t\"\n", quote(&format!("{o}:{g}")))),
+        (Some(o), None) => s.push_str(&format!("chown -- {} \"$t\"\n", quote(o))),
+        (None, Some(g)) => s.push_str(&format!("chgrp -- {} \"$t\"\n", quote(g))),
+        (None, None) => {}
+    }
+    // chmod after chown: chown clears setuid/setgid bits.
+    match attrs.mode {
+        Some(mode) => s.push_str(&format!("chmod {mode:o} \"$t\"\n")),
+        None => s.push_str(
+            "if [ -e \"$p\" ]; then chmod --reference=\"$p\" -- \"$t\"; \
+             else chmod \"$(printf '%o' $(( 0666 & ~$(umask) )))\" \"$t\"; fi\n",
+        ),
+    }
+    s.push_str(
+        "sync -- \"$t\" 2>/dev/null || sync\n\
+         mv -f -- \"$t\" \"$p\"\n",
+    );
+    s.push_str(&format!("sync -- {} 2>/dev/null || true\n", quote(dir)));
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +195,67 @@ mod tests {
         cmd.env = vec![("A".into(), "1 2".into())];
         assert_eq!(command_line(&cmd), "cd '/tmp/x y' && env 'A=1 2' ls -l 'my dir'");
         assert_eq!(command_line(&Cmd::script("echo $HOME")), "sh -c 'echo $HOME'");
+    }
+
+    #[test]
+    fn parses_a_regular_file() {
+        let out = format!("present\n81a4 root adm 12\nsha256:{}\n", "ab".repeat(32));
+        let st = parse_stat(&out).unwrap().unwrap();
+        assert_eq!(st.kind, FileKind::File);
+        assert_eq!(st.mode, 0o644);
+        assert_eq!(
+            (st.owner.as_str(), st.group.as_str(), st.size),
+            ("root", "adm", 12)
+        );
+        assert_eq!(st.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(st.link_target, None);
+    }
+
+    #[test]
+    fn parses_directory_symlink_absent_and_setuid() {
+        let d = parse_stat("present\n43ed root root 4096\n").unwrap().unwrap();
+        assert_eq!((d.kind, d.mode, d.sha256), (FileKind::Directory, 0o1755, None));
+        let l = parse_stat("present\na1ff root root 11\nlink:/etc/a b\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.kind, FileKind::Symlink);
+        assert_eq!(l.link_target.as_deref(), Some("/etc/a b"));
+        assert_eq!(parse_stat("absent\n").unwrap(), None);
+        let s = parse_stat("present\n89ed root root 5\n").unwrap().unwrap();
+        assert_eq!((s.kind, s.mode), (FileKind::File, 0o4755));
+        let fifo = parse_stat("present\n11a4 root root 0\n").unwrap().unwrap();
+        assert_eq!(fifo.kind, FileKind::Other);
+    }
+
+    #[test]
+    fn rejects_output_it_does_not_understand() {
+        assert!(parse_stat("").is_err());
+        assert!(parse_stat("present\n").is_err());
+        assert!(parse_stat("present\nzz root root 1\n").is_err());
+        assert!(parse_stat("present\n81a4 root root 1\nsha256:short\n").is_err());
+    }
+
+    #[test]
+    fn read_absence_needs_code_and_marker() {
+        assert!(read_was_absent(READ_ABSENT_CODE, b"troupe: absent\n"));
+        assert!(!read_was_absent(READ_ABSENT_CODE, b"cat: x: Permission denied"));
+        assert!(!read_was_absent(1, b"troupe: absent\n"));
+        assert!(read_script("/etc/my file").contains("'/etc/my file'"));
+    }
+
+    #[test]
+    fn write_script_quotes_and_orders_chown_before_chmod() {
+        let attrs = FileAttrs {
+            mode: Some(0o600),
+            owner: Some("etcd".into()),
+            group: Some("my grp".into()),
+        };
+        let s = write_script("/etc/kubernetes/a b.yaml", &attrs);
+        assert!(s.contains("p='/etc/kubernetes/a b.yaml'"), "{s}");
+        assert!(s.contains("mktemp /etc/kubernetes/.troupe-tmp.XXXXXXXX"), "{s}");
+        assert!(s.contains("chown -- 'etcd:my grp' \"$t\""), "{s}");
+        assert!(s.find("chown --").unwrap() < s.find("chmod 600").unwrap(), "{s}");
+        assert!(write_script("/x", &FileAttrs::default()).contains("mktemp /.troupe-tmp"));
+        assert!(write_script("x", &FileAttrs::default()).contains("mktemp ./.troupe-tmp"));
     }
 }

@@ -1,0 +1,217 @@
+//! The controller itself as a host (`connection=local`, e.g. `localhost`): the same
+//! semantics as SSH without a network hop. Commands go through `sh -c` with the very
+//! line SSH would send, and stat/atomic write use the same [`super::shell`] snippets,
+//! so a playbook behaves the same whichever transport runs it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt as _;
+
+use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
+
+#[derive(Debug, Clone)]
+pub struct LocalConnection {
+    host: String,
+    command_timeout: Option<Duration>,
+}
+
+impl LocalConnection {
+    /// `host` is the inventory name, for messages.
+    pub fn new(host: impl Into<String>) -> LocalConnection {
+        LocalConnection {
+            host: host.into(),
+            command_timeout: None,
+        }
+    }
+
+    /// Default timeout of commands that have none of their own.
+    pub fn with_command_timeout(mut self, timeout: Option<Duration>) -> LocalConnection {
+        self.command_timeout = timeout;
+        self
+    }
+
+    fn io(&self, detail: String) -> ConnError {
+        ConnError::Io {
+            host: self.host.clone(),
+            detail,
+        }
+    }
+
+    async fn run(&self, line: &str, stdin: Option<Vec<u8>>) -> Result<Output, ConnError> {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| self.io(format!("cannot start sh: {e}")))?;
+        let mut pipe = child.stdin.take();
+        let feeder = tokio::spawn(async move {
+            if let (Some(p), Some(data)) = (pipe.as_mut(), stdin) {
+                let _ = p.write_all(&data).await;
+            }
+            drop(pipe);
+        });
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| self.io(format!("waiting for `{line}`: {e}")))?;
+        feeder.abort();
+        use std::os::unix::process::ExitStatusExt as _;
+        let exit_code = out
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        Ok(Output {
+            exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        })
+    }
+}
+
+#[async_trait]
+impl Connection for LocalConnection {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
+        let line = cmd.to_shell_line();
+        match cmd.timeout.or(self.command_timeout) {
+            // The child is killed on drop, i.e. when the timeout drops the future.
+            Some(after) => tokio::time::timeout(after, self.run(&line, cmd.stdin.clone()))
+                .await
+                .map_err(|_| ConnError::Timeout {
+                    host: self.host.clone(),
+                    after,
+                    command: line.clone(),
+                })?,
+            None => self.run(&line, cmd.stdin.clone()).await,
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
+        match tokio::fs::read(path).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(format!("cannot read {path}: {e}"))),
+        }
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<FileStat>, ConnError> {
+        let out = self.exec(&Cmd::script(shell::stat_script(path))).await?;
+        if !out.success() {
+            return Err(self.io(format!("cannot stat {path}: {}", out.stderr_str().trim())));
+        }
+        shell::parse_stat(&out.stdout_str()).map_err(|d| self.io(d))
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
+        let out = self
+            .exec(&Cmd::script(shell::write_script(path, attrs)).stdin(contents.to_vec()))
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(self.io(format!("cannot write {path}: {}", out.stderr_str().trim())))
+        }
+    }
+
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
+        let stream = tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| self.io(format!("cannot connect to {host}:{port}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::FileKind;
+
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temp dir")
+    }
+
+    #[tokio::test]
+    async fn exec_passes_stdin_env_cwd_and_exit_code() {
+        let dir = temp_dir();
+        let conn = LocalConnection::new("localhost");
+        let mut cmd = Cmd::script("cat; echo \" $GREETING\"; pwd; echo oops >&2; exit 3").stdin("hello");
+        cmd.env = vec![("GREETING".into(), "hi there".into())];
+        cmd.cwd = Some(dir.path().display().to_string());
+        let out = conn.exec(&cmd).await.unwrap();
+        assert_eq!(out.exit_code, 3);
+        assert_eq!(
+            out.stdout_str(),
+            format!("hello hi there\n{}\n", dir.path().display())
+        );
+        assert_eq!(out.stderr_str(), "oops\n");
+    }
+
+    #[tokio::test]
+    async fn exec_times_out() {
+        let conn = LocalConnection::new("localhost");
+        let mut cmd = Cmd::argv(["sleep", "10"]);
+        cmd.timeout = Some(Duration::from_millis(100));
+        let err = conn.exec(&cmd).await.unwrap_err();
+        assert!(matches!(err, ConnError::Timeout { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn write_stat_read_roundtrip_keeps_mode_and_leaves_no_temp_file() {
+        let dir = temp_dir();
+        let path = dir.path().join("my file.conf").display().to_string();
+        let conn = LocalConnection::new("localhost");
+        assert_eq!(conn.stat(&path).await.unwrap(), None);
+        assert_eq!(conn.read_file(&path).await.unwrap(), None);
+        let attrs = FileAttrs {
+            mode: Some(0o640),
+            ..FileAttrs::default()
+        };
+        conn.write_file(&path, b"one\n", &attrs).await.unwrap();
+        // No attrs: the mode of the replaced file is kept.
+        conn.write_file(&path, b"two\n", &FileAttrs::default())
+            .await
+            .unwrap();
+        let st = conn.stat(&path).await.unwrap().unwrap();
+        assert_eq!((st.kind, st.mode, st.size), (FileKind::File, 0o640, 4));
+        assert_eq!(
+            st.sha256.as_deref(),
+            Some("27dd8ed44a83ff94d557f9fd0412ed5a8cbca69ea04922d88c01184a07300a5a")
+        );
+        assert_eq!(
+            conn.read_file(&path).await.unwrap().as_deref(),
+            Some(&b"two\n"[..])
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("my file.conf")]);
+    }
+
+    #[tokio::test]
+    async fn write_onto_a_directory_fails_and_cleans_up() {
+        let dir = temp_dir();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let conn = LocalConnection::new("localhost");
+        let err = conn
+            .write_file(
+                &dir.path().join("d").display().to_string(),
+                b"x",
+                &FileAttrs::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,648 @@
+//! SSH transport on async-ssh2-tokio (itself on russh): one authenticated connection
+//! per host, reused for every task, with several channels open at once. Host keys are
+//! checked strictly against a known_hosts file unless the caller opts into
+//! accept-new; a changed key is always refused. When a key is rejected we learn its
+//! fingerprint with a second, russh-only handshake that only records the key (the
+//! async-ssh2-tokio check does not expose it), so the user sees what to verify.
+//!
+//! Every remote operation is one `exec` channel running a line built by
+//! [`super::shell`]; `tunnel` is a `direct-tcpip` channel; a jump host is an SSH
+//! session carried inside such a channel (like OpenSSH's `ProxyJump`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_ssh2_tokio::client::{AuthMethod, Client, ServerCheckMethod};
+use async_trait::async_trait;
+use russh::ChannelMsg;
+use russh::keys::{HashAlg, PublicKey};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::Semaphore;
+
+use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
+use troupe_dsl::model::{ConnSettings, Host};
+
+/// Channels open at once on one connection. OpenSSH's default `MaxSessions` is 10;
+/// stay under it so a busy host never refuses a channel.
+const MAX_CHANNELS: usize = 8;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshAuth {
+    /// An unencrypted private key file (OpenSSH or PEM format).
+    KeyFile(PathBuf),
+    /// Every identity of the ssh-agent at `$SSH_AUTH_SOCK`.
+    Agent,
+}
+
+/// What to do with a host whose key is not in known_hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Refuse (the default, like OpenSSH's `StrictHostKeyChecking=yes`).
+    #[default]
+    Strict,
+    /// Record the key and go on (OpenSSH's `accept-new`). A changed key is still refused.
+    AcceptNew,
+}
+
+/// `user@address:port` of a jump host; it authenticates like the target (same auth,
+/// same known_hosts and policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JumpHost {
+    pub user: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl JumpHost {
+    /// Parse `[user@]address[:port]` (`[v6addr]:port` for IPv6); missing parts come
+    /// from the target's settings.
+    pub fn parse(spec: &str, default_user: &str) -> Result<JumpHost, String> {
+        let (user, rest) = match spec.rsplit_once('@') {
+            Some((u, r)) => (u.to_string(), r),
+            None => (default_user.to_string(), spec),
+        };
+        let (address, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (a, p) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("jump host {spec:?}: missing `]`"))?;
+            (a.to_string(), p.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((a, p)) => (a.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("jump host {spec:?}: bad port {p:?}"))?,
+            None => 22,
+        };
+        if address.is_empty() || user.is_empty() {
+            return Err(format!("jump host {spec:?}: expected [user@]address[:port]"));
+        }
+        Ok(JumpHost { user, address, port })
+    }
+}
+
+/// Everything needed to open an [`SshConnection`].
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub user: String,
+    pub port: u16,
+    pub auth: SshAuth,
+    pub known_hosts: PathBuf,
+    pub host_keys: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    /// Applied to every command that has no timeout of its own; `None` = wait forever.
+    pub command_timeout: Option<Duration>,
+    pub jump: Option<JumpHost>,
+}
+
+impl SshOptions {
+    /// Options for an inventory host's resolved [`ConnSettings`], with OpenSSH-like
+    /// defaults: user `root`, port 22, `~/.ssh/known_hosts`, the key in `identity` or
+    /// else the ssh-agent when `SSH_AUTH_SOCK` is set, else `~/.ssh/id_ed25519`,
+    /// `id_ecdsa` or `id_rsa`. `identity="agent"` asks for the agent explicitly.
+    pub fn from_settings(settings: &ConnSettings, host_keys: HostKeyPolicy) -> Result<SshOptions, String> {
+        let user = settings.user.clone().unwrap_or_else(|| "root".into());
+        let auth = match settings.identity.as_deref() {
+            Some("agent") => SshAuth::Agent,
+            Some(path) => SshAuth::KeyFile(expand_tilde(path)),
+            None if std::env::var_os("SSH_AUTH_SOCK").is_some() => SshAuth::Agent,
+            None => ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|k| expand_tilde(&format!("~/.ssh/{k}")))
+                .find(|p| p.is_file())
+                .map(SshAuth::KeyFile)
+                .ok_or("no `identity` set, no ssh-agent (SSH_AUTH_SOCK) and no ~/.ssh/id_* key")?,
+        };
+        let jump = settings
+            .jump
+            .as_deref()
+            .map(|j| JumpHost::parse(j, &user))
+            .transpose()?;
+        Ok(SshOptions {
+            port: settings.port.unwrap_or(22),
+            auth,
+            known_hosts: expand_tilde(settings.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
+            host_keys,
+            connect_timeout: settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            command_timeout: settings.command_timeout,
+            jump,
+            user,
+        })
+    }
+
+    /// Key-file options with defaults, as the lab and tests use them.
+    pub fn with_key(user: &str, key: impl Into<PathBuf>, known_hosts: impl Into<PathBuf>) -> SshOptions {
+        SshOptions {
+            user: user.to_string(),
+            port: 22,
+            auth: SshAuth::KeyFile(key.into()),
+            known_hosts: known_hosts.into(),
+            host_keys: HostKeyPolicy::Strict,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: None,
+            jump: None,
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x`; anything else unchanged.
+pub fn expand_tilde(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+/// An open, authenticated SSH connection to one host.
+pub struct SshConnection {
+    host: String,
+    address: String,
+    client: Client,
+    /// Keeps the jump host's session alive: the target's session runs inside it.
+    _jump: Option<Client>,
+    command_timeout: Option<Duration>,
+    channels: Semaphore,
+}
+
+impl std::fmt::Debug for SshConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshConnection")
+            .field("host", &self.host)
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+impl SshConnection {
+    /// Connect to `address` (inventory host `host`, for messages), check its key,
+    /// authenticate. Through `opts.jump` when set.
+    pub async fn connect(host: &str, address: &str, opts: &SshOptions) -> Result<SshConnection, ConnError> {
+        let jump = match &opts.jump {
+            Some(j) => {
+                let jopts = SshOptions {
+                    user: j.user.clone(),
+                    port: j.port,
+                    jump: None,
+                    ..opts.clone()
+                };
+                let label = format!("{host} (jump host {})", j.address);
+                Some(open(&label, &j.address, &jopts, None).await?)
+            }
+            None => None,
+        };
+        let client = open(host, address, opts, jump.as_ref()).await?;
+        Ok(SshConnection {
+            host: host.to_string(),
+            address: address.to_string(),
+            client,
+            _jump: jump,
+            command_timeout: opts.command_timeout,
+            channels: Semaphore::new(MAX_CHANNELS),
+        })
+    }
+
+    /// Connect to an inventory host with its resolved connection settings.
+    pub async fn connect_host(host: &Host, host_keys: HostKeyPolicy) -> Result<SshConnection, ConnError> {
+        let address = host.address.clone().unwrap_or_else(|| host.name.clone());
+        let opts = SshOptions::from_settings(&host.conn, host_keys).map_err(|detail| ConnError::Auth {
+            host: host.name.clone(),
+            user: host.conn.user.clone().unwrap_or_else(|| "root".into()),
+            detail,
+        })?;
+        SshConnection::connect(&host.name, &address, &opts).await
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The underlying async-ssh2-tokio client (for sftp transfers and the like).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> ConnError {
+        ConnError::Lost {
+            host: self.host.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    async fn run(&self, line: String, stdin: Option<Vec<u8>>) -> Result<Output, ConnError> {
+        let _permit = self.channels.acquire().await.map_err(|e| self.lost(e))?;
+        let mut channel = self.client.get_channel().await.map_err(|e| self.lost(e))?;
+        channel
+            .exec(true, line.into_bytes())
+            .await
+            .map_err(|e| self.lost(e))?;
+        // Feed stdin from its own task while we read: a command echoing a large input
+        // would otherwise block on a full window while we block on writing.
+        let mut writer = channel.make_writer();
+        let feeder = tokio::spawn(async move {
+            if let Some(data) = stdin {
+                // The command may exit without reading everything: not our error.
+                let _ = writer.write_all(&data).await;
+            }
+            let _ = writer.shutdown().await;
+        });
+        let mut out = Output::default();
+        let mut exit = None;
+        while let Some(msg) = channel.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status as i32),
+                ChannelMsg::ExitSignal {
+                    signal_name,
+                    error_message,
+                    ..
+                } => {
+                    out.stderr.extend_from_slice(
+                        format!("killed by signal {signal_name:?} {error_message}")
+                            .trim_end()
+                            .as_bytes(),
+                    );
+                    exit = Some(128 + signal_number(&signal_name));
+                }
+                ChannelMsg::Failure => {
+                    feeder.abort();
+                    return Err(self.lost("the server refused to run the command"));
+                }
+                _ => {}
+            }
+        }
+        feeder.abort();
+        match exit {
+            Some(code) => {
+                out.exit_code = code;
+                Ok(out)
+            }
+            None => Err(self.lost("the channel closed without an exit status")),
+        }
+    }
+}
+
+fn signal_number(sig: &russh::Sig) -> i32 {
+    use russh::Sig::*;
+    match sig {
+        HUP => 1,
+        INT => 2,
+        QUIT => 3,
+        ILL => 4,
+        ABRT => 6,
+        FPE => 8,
+        KILL => 9,
+        USR1 => 10,
+        SEGV => 11,
+        PIPE => 13,
+        ALRM => 14,
+        TERM => 15,
+        _ => 0,
+    }
+}
+
+fn russh_config() -> russh::client::Config {
+    russh::client::Config {
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// Serialises appends to known_hosts files within this process (accept-new on many
+/// hosts at once).
+static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Connect and authenticate one session, directly or through `via`.
+async fn open(
+    host: &str,
+    address: &str,
+    opts: &SshOptions,
+    via: Option<&Client>,
+) -> Result<Client, ConnError> {
+    let kh = opts.known_hosts.display().to_string();
+    let attempt = |check: ServerCheckMethod| async move {
+        let auth = match &opts.auth {
+            SshAuth::KeyFile(p) => AuthMethod::with_key_file(p, None),
+            SshAuth::Agent => AuthMethod::with_agent(),
+        };
+        let fut = async {
+            match via {
+                Some(j) => {
+                    Client::connect_via_with_config(
+                        j,
+                        (address, opts.port),
+                        &opts.user,
+                        auth,
+                        check,
+                        russh_config(),
+                    )
+                    .await
+                }
+                None => {
+                    Client::connect_with_config((address, opts.port), &opts.user, auth, check, russh_config())
+                        .await
+                }
+            }
+        };
+        tokio::time::timeout(opts.connect_timeout, fut).await
+    };
+    let unreachable = |detail: String| ConnError::Unreachable {
+        host: host.to_string(),
+        address: format!("{address}:{}", opts.port),
+        detail,
+    };
+    let timed_out = || {
+        unreachable(format!(
+            "no SSH session within {:?} (connect timeout)",
+            opts.connect_timeout
+        ))
+    };
+
+    let first = attempt(ServerCheckMethod::KnownHostsFile(kh.clone()))
+        .await
+        .map_err(|_| timed_out())?;
+    let err = match first {
+        Ok(client) => return Ok(client),
+        Err(e) if !is_host_key_rejection(&e) => return Err(map_error(host, address, opts, e)),
+        Err(e) => e,
+    };
+
+    // The key was rejected: find out which key the host offers, and why.
+    let key = tokio::time::timeout(opts.connect_timeout, probe_host_key(address, opts.port, via))
+        .await
+        .map_err(|_| timed_out())?
+        .ok_or_else(|| map_error(host, address, opts, err))?;
+    let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+    let recorded = russh::keys::known_hosts::known_host_keys_path(address, opts.port, &opts.known_hosts)
+        .map_err(|e| ConnError::Io {
+            host: host.to_string(),
+            detail: format!("cannot read {kh}: {e}"),
+        })?;
+    if recorded.iter().any(|(_, k)| *k == key) {
+        // Known after all: another run (or task) added it meanwhile. Fall through to
+        // pinning exactly this key.
+    } else if !recorded.is_empty() {
+        return Err(ConnError::HostKeyMismatch {
+            host: host.to_string(),
+            address: address.to_string(),
+            known_hosts: kh,
+            fingerprint,
+        });
+    } else if opts.host_keys == HostKeyPolicy::Strict {
+        return Err(ConnError::UnknownHostKey {
+            host: host.to_string(),
+            address: address.to_string(),
+            known_hosts: kh,
+            fingerprint,
+        });
+    } else {
+        learn_host_key(address, opts.port, &key, &opts.known_hosts).map_err(|detail| ConnError::Io {
+            host: host.to_string(),
+            detail,
+        })?;
+        tracing::info!(host, %fingerprint, known_hosts = %kh, "accepted new host key");
+    }
+    // Pin the key we just checked: a host answering with another key now fails.
+    let b64 = key.to_openssh().map_err(|e| ConnError::Io {
+        host: host.to_string(),
+        detail: e.to_string(),
+    })?;
+    let b64 = b64.split_whitespace().nth(1).unwrap_or_default().to_string();
+    match attempt(ServerCheckMethod::PublicKey(b64))
+        .await
+        .map_err(|_| timed_out())?
+    {
+        Ok(client) => Ok(client),
+        Err(e) if is_host_key_rejection(&e) => Err(ConnError::HostKeyMismatch {
+            host: host.to_string(),
+            address: address.to_string(),
+            known_hosts: kh,
+            fingerprint: format!("a key other than {fingerprint} (it changed during the connection)"),
+        }),
+        Err(e) => Err(map_error(host, address, opts, e)),
+    }
+}
+
+/// Append `address key` to known_hosts, the way OpenSSH writes it (`[addr]:port` for
+/// ports other than 22).
+fn learn_host_key(address: &str, port: u16, key: &PublicKey, path: &Path) -> Result<(), String> {
+    let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // Re-check under the lock: a concurrent connection may have written it already.
+    if russh::keys::known_hosts::known_host_keys_path(address, port, path)
+        .map(|v| v.iter().any(|(_, k)| k == key))
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    let name = if port == 22 {
+        address.to_string()
+    } else {
+        format!("[{address}]:{port}")
+    };
+    let line = key.to_openssh().map_err(|e| e.to_string())?;
+    let mut parts = line.split_whitespace();
+    let (Some(alg), Some(b64)) = (parts.next(), parts.next()) else {
+        return Err(format!("cannot encode the host key of {address}"));
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let needs_newline = std::fs::read(path)
+        .map(|b| b.last().is_some_and(|c| *c != b'\n'))
+        .unwrap_or(false);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {} to add the host key: {e}", path.display()))?;
+    let text = format!("{}{name} {alg} {b64}\n", if needs_newline { "\n" } else { "" });
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+fn is_host_key_rejection(e: &async_ssh2_tokio::Error) -> bool {
+    matches!(
+        e,
+        async_ssh2_tokio::Error::ServerCheckFailed
+            | async_ssh2_tokio::Error::SshError(russh::Error::UnknownKey | russh::Error::KeyChanged { .. })
+    )
+}
+
+fn map_error(host: &str, address: &str, opts: &SshOptions, e: async_ssh2_tokio::Error) -> ConnError {
+    use async_ssh2_tokio::Error as E;
+    let auth = |detail: String| ConnError::Auth {
+        host: host.to_string(),
+        user: opts.user.clone(),
+        detail,
+    };
+    let key_name = match &opts.auth {
+        SshAuth::KeyFile(p) => format!("key {}", p.display()),
+        SshAuth::Agent => "the ssh-agent's keys".to_string(),
+    };
+    match e {
+        E::KeyAuthFailed | E::PasswordWrong | E::AgentAuthenticationFailed | E::AgentAuthError(_) => {
+            auth(format!("the server refused {key_name}"))
+        }
+        E::KeyInvalid(err) => auth(format!("cannot load {key_name}: {err}")),
+        E::AgentConnectionFailed => auth("cannot reach the ssh-agent at $SSH_AUTH_SOCK".into()),
+        E::AgentRequestIdentitiesFailed | E::AgentNoIdentities => {
+            auth("the ssh-agent has no usable key".into())
+        }
+        E::AddressInvalid(err) => ConnError::Unreachable {
+            host: host.to_string(),
+            address: format!("{address}:{}", opts.port),
+            detail: err.to_string(),
+        },
+        E::SshError(russh::Error::IO(err)) => ConnError::Unreachable {
+            host: host.to_string(),
+            address: format!("{address}:{}", opts.port),
+            detail: err.to_string(),
+        },
+        other => ConnError::Unreachable {
+            host: host.to_string(),
+            address: format!("{address}:{}", opts.port),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// A handler that records the server's key and rejects it.
+struct KeyProbe(Arc<Mutex<Option<PublicKey>>>);
+
+impl russh::client::Handler for KeyProbe {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+        Ok(false)
+    }
+}
+
+/// Handshake far enough to learn the host key (then abort). `None` when the host
+/// did not get that far.
+async fn probe_host_key(address: &str, port: u16, via: Option<&Client>) -> Option<PublicKey> {
+    let seen = Arc::new(Mutex::new(None));
+    let config = Arc::new(russh_config());
+    let handler = KeyProbe(seen.clone());
+    let _ = match via {
+        Some(j) => {
+            let channel = j.open_direct_tcpip_channel((address, port), None).await.ok()?;
+            russh::client::connect_stream(config, channel.into_stream(), handler)
+                .await
+                .map(drop)
+        }
+        None => russh::client::connect(config, (address, port), handler)
+            .await
+            .map(drop),
+    };
+    seen.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+#[async_trait]
+impl Connection for SshConnection {
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
+        let line = cmd.to_shell_line();
+        match cmd.timeout.or(self.command_timeout) {
+            Some(after) => tokio::time::timeout(after, self.run(line.clone(), cmd.stdin.clone()))
+                .await
+                .map_err(|_| ConnError::Timeout {
+                    host: self.host.clone(),
+                    after,
+                    command: line,
+                })?,
+            None => self.run(line, cmd.stdin.clone()).await,
+        }
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
+        let out = self.exec(&Cmd::script(shell::read_script(path))).await?;
+        if out.success() {
+            Ok(Some(out.stdout))
+        } else if shell::read_was_absent(out.exit_code, &out.stderr) {
+            Ok(None)
+        } else {
+            Err(ConnError::Io {
+                host: self.host.clone(),
+                detail: format!("cannot read {path}: {}", out.stderr_str().trim()),
+            })
+        }
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<FileStat>, ConnError> {
+        let out = self.exec(&Cmd::script(shell::stat_script(path))).await?;
+        if !out.success() {
+            return Err(ConnError::Io {
+                host: self.host.clone(),
+                detail: format!("cannot stat {path}: {}", out.stderr_str().trim()),
+            });
+        }
+        shell::parse_stat(&out.stdout_str()).map_err(|detail| ConnError::Io {
+            host: self.host.clone(),
+            detail,
+        })
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
+        let out = self
+            .exec(&Cmd::script(shell::write_script(path, attrs)).stdin(contents.to_vec()))
+            .await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ConnError::Io {
+                host: self.host.clone(),
+                detail: format!("cannot write {path}: {}", out.stderr_str().trim()),
+            })
+        }
+    }
+
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
+        // async-ssh2-tokio resolves the target locally; a name must mean what it means
+        // on the remote host, so resolve names there.
+        let ip: std::net::IpAddr = match host {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            h => match h.trim_start_matches('[').trim_end_matches(']').parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    let out = self.exec(&Cmd::argv(["getent", "ahosts", h])).await?;
+                    out.stdout_str()
+                        .split_whitespace()
+                        .next()
+                        .and_then(|a| a.parse().ok())
+                        .ok_or_else(|| ConnError::Io {
+                            host: self.host.clone(),
+                            detail: format!("{h} does not resolve on {}", self.host),
+                        })?
+                }
+            },
+        };
+        let channel = self
+            .client
+            .open_direct_tcpip_channel(std::net::SocketAddr::new(ip, port), None)
+            .await
+            .map_err(|e| ConnError::Io {
+                host: self.host.clone(),
+                detail: format!("cannot open a tunnel to {host}:{port}: {e}"),
+            })?;
+        Ok(Box::new(channel.into_stream()))
+    }
+
+    async fn close(&self) -> Result<(), ConnError> {
+        self.client.disconnect().await.map_err(|e| self.lost(e))
+    }
+}
