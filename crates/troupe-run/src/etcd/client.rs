@@ -320,6 +320,8 @@ pub struct MemberHealth {
     pub healthy: bool,
     pub problem: Option<String>,
     pub is_leader: bool,
+    /// For a member that never started: does its peer URL accept connections?
+    pub peer_answering: Option<bool>,
     pub status: Option<EndpointStatus>,
 }
 
@@ -346,7 +348,9 @@ impl ClusterHealth {
                 .map(|m| MemberView {
                     info: m.member.clone(),
                     health: if !m.member.started {
-                        Health::NotStarted { peer_answering: None }
+                        Health::NotStarted {
+                            peer_answering: m.peer_answering,
+                        }
                     } else if m.healthy {
                         Health::Healthy
                     } else {
@@ -494,6 +498,7 @@ impl Etcd {
                     healthy: false,
                     problem: Some("health check crashed".into()),
                     is_leader: false,
+                    peer_answering: None,
                     status: None,
                 })
             })
@@ -678,11 +683,13 @@ async fn judge(dialer: &Dialer, member: MemberInfo, leader: Option<String>) -> M
         healthy: false,
         problem: None,
         is_leader: false,
+        peer_answering: None,
         status: None,
     };
     if !out.member.started {
         let peer = out.member.peer_urls.first().cloned().unwrap_or_default();
         let answering = dialer.answers_tcp(&peer).await;
+        out.peer_answering = Some(answering);
         out.problem = Some(if answering {
             format!("added but not started; its peer URL {peer} accepts connections but it has not joined")
         } else {

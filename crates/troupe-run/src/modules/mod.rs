@@ -7,6 +7,12 @@ pub mod args;
 pub mod command;
 pub mod copy;
 pub mod debug;
+pub mod etcd_args;
+pub mod etcd_data_dir_check;
+pub mod etcd_health;
+pub mod etcd_member;
+pub mod etcd_snapshot;
+pub mod etcd_status;
 pub mod fetch;
 pub mod file;
 pub mod service;
@@ -33,6 +39,11 @@ pub fn all() -> &'static [&'static dyn DynModule] {
         &wait_for::WaitFor,
         &fetch::Fetch,
         &debug::Debug,
+        &etcd_member::EtcdMember,
+        &etcd_health::EtcdHealth,
+        &etcd_status::EtcdStatus,
+        &etcd_snapshot::EtcdSnapshot,
+        &etcd_data_dir_check::EtcdDataDirCheck,
     ];
     ALL
 }

@@ -1,0 +1,157 @@
+//! `etcd-data-dir-check`: refuse to start a member whose data dir belongs to another
+//! cluster or to a removed member. etcd ignores `--initial-*` flags when its data dir
+//! is not empty, so stale data would make it rejoin as a member that no longer exists
+//! (or start a cluster of its own). The check, run before starting the service:
+//! a non-empty data dir (`member/`) is fine only on a node that is a current, started
+//! member with this name and peer URL; anywhere else it is refused, with the fix
+//! (move it aside), which `move-aside=#true` performs.
+
+use async_trait::async_trait;
+use serde_json::json;
+use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+
+use super::args;
+use super::etcd_args::{self, EtcdConn};
+use crate::connection::Cmd;
+use crate::etcd::EtcdError;
+use crate::etcd::client::same_url;
+use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+
+pub struct EtcdDataDirCheck;
+
+static SPEC: ModuleSpec = ModuleSpec {
+    name: "etcd-data-dir-check",
+    summary: "Refuse (or move aside) an etcd data dir that belongs to no current member",
+    doc: "On the task's host, looks at `data-dir`/member. Empty or missing: `ok`. Non-empty and the \
+cluster (asked through `endpoints`) has a started member with this `name` and `peer-url`: `ok`, it \
+is that member's data. Otherwise the data belongs to another cluster or a removed member: fails \
+with the fix, or with `move-aside=#true` renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. \
+Registered result: `state` (`empty`, `member`, `moved`), `moved_to`.",
+    args: &[
+        ArgSpec {
+            default: Some("\"/var/lib/etcd\""),
+            ..ArgSpec::new("data-dir", ArgKind::Path, "etcd's `--data-dir` on the host.")
+        },
+        ArgSpec {
+            required: true,
+            ..ArgSpec::new("name", ArgKind::String, "The member name this node runs.")
+        },
+        ArgSpec {
+            required: true,
+            ..ArgSpec::new("peer-url", ArgKind::String, "This node's peer URL.")
+        },
+        ArgSpec {
+            default: Some("#false"),
+            ..ArgSpec::new(
+                "move-aside",
+                ArgKind::Bool,
+                "Rename a foreign data dir instead of failing.",
+            )
+        },
+        etcd_args::ENDPOINTS,
+        etcd_args::CA,
+        etcd_args::CERT,
+        etcd_args::KEY,
+        etcd_args::TLS_FILES,
+        etcd_args::VIA,
+    ],
+    one_of: &[],
+    example: r#"task "no stale etcd data" {
+    etcd-data-dir-check name="etcd03" peer-url="https://10.1.1.203:2380" endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem"
+}"#,
+};
+
+pub struct DirSpec {
+    conn: EtcdConn,
+    dir: String,
+    name: String,
+    peer_url: String,
+    move_aside: bool,
+}
+
+fn stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+#[async_trait]
+impl Module for EtcdDataDirCheck {
+    type Spec = DirSpec;
+    type Plan = String;
+
+    fn spec(&self) -> &'static ModuleSpec {
+        &SPEC
+    }
+
+    fn decode(&self, a: &Args) -> Result<DirSpec, TaskError> {
+        let dir = args::opt_str(a, "data-dir")?.unwrap_or_else(|| "/var/lib/etcd".into());
+        let dir = dir.trim_end_matches('/').to_string();
+        if dir.is_empty() {
+            return Err(TaskError::bad_arg("data-dir", "must not be `/`"));
+        }
+        Ok(DirSpec {
+            conn: EtcdConn::decode(a)?,
+            dir,
+            name: args::req_str(a, "name")?,
+            peer_url: args::req_str(a, "peer-url")?,
+            move_aside: args::bool_or(a, "move-aside", false)?,
+        })
+    }
+
+    async fn check(&self, spec: &DirSpec, cx: &TaskCx<'_>) -> Result<Check<String>, TaskError> {
+        let member_dir = format!("{}/member", spec.dir);
+        if cx.conn.stat(&member_dir).await?.is_none() {
+            return Ok(Check::Unchanged(Outcome::ok(json!({"state": "empty"}))));
+        }
+        let mut etcd = spec.conn.connect(cx).await?;
+        let (_, members) = etcd.members().await?;
+        let mine = members
+            .iter()
+            .find(|m| m.peer_urls.iter().any(|p| same_url(p, &spec.peer_url)));
+        let detail = match mine {
+            Some(m) if m.started && m.name == spec.name => {
+                return Ok(Check::Unchanged(Outcome::ok(json!({"state": "member"}))));
+            }
+            Some(m) if m.started => format!(
+                "etcd data, and peer URL {} belongs to member {}",
+                spec.peer_url, m.name
+            ),
+            Some(_) => {
+                "etcd data from an earlier start, while the member was added anew and has not joined".into()
+            }
+            None => "etcd data of a member the cluster does not list (removed, or of another cluster)".into(),
+        };
+        let date = stamp();
+        let target = format!("{}.removed-{date}", spec.dir);
+        if !spec.move_aside {
+            return Err(EtcdError::ForeignDataDir {
+                host: cx.host.to_string(),
+                dir: spec.dir.clone(),
+                detail,
+                name: spec.name.clone(),
+                date,
+            }
+            .into());
+        }
+        let summary = format!("move foreign etcd data {} aside to {target} ({detail})", spec.dir);
+        Ok(Check::Change(Change::new(target, summary)))
+    }
+
+    async fn apply(&self, spec: &DirSpec, target: String, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        let out = cx
+            .conn
+            .exec(&Cmd::argv(["mv", "--", spec.dir.as_str(), target.as_str()]))
+            .await?;
+        if !out.success() {
+            return Err(TaskError::failed(format!(
+                "mv {} {target} failed: {}",
+                spec.dir,
+                out.stderr_str().trim()
+            )));
+        }
+        let mut outcome = Outcome::changed(json!({"state": "moved", "moved_to": target}));
+        outcome.msg = Some(format!("moved {} to {target}", spec.dir));
+        Ok(outcome)
+    }
+}

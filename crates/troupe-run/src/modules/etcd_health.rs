@@ -1,0 +1,179 @@
+//! `etcd-health`: wait until every member is started and healthy, judged through an
+//! existing member (a node's own health check can lie after a split), optionally that
+//! N voting members exist and that given keys read back from every member; register
+//! the member list for later tasks. Waiting changes nothing, so it reports `ok`.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value, json};
+use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+
+use super::args;
+use super::etcd_args::{self, EtcdConn};
+use crate::etcd::{ClusterHealth, EtcdError, human};
+use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+
+pub struct EtcdHealth;
+
+static SPEC: ModuleSpec = ModuleSpec {
+    name: "etcd-health",
+    summary: "Wait until every etcd member is healthy; register the member list",
+    doc: "Judges each member through the first endpoint that answers: its member list and leader, \
+then for each started member a status at that member's own client URL (same leader, no errors) \
+and, for voting members, a quorum read there. Waits up to `timeout` until every member (learners \
+included) is started and healthy, there are at least `voting` voting members, and every key in \
+`read-keys` reads back from every member's own copy. Registered result: `cluster_id`, `leader` \
+(name), `version`, `members` (id, name, peer_urls, client_urls, is_learner, started, healthy, \
+problem, is_leader, status), `endpoints` (client URLs of voting members), `reads` \
+(member → key → value).",
+    args: &[
+        etcd_args::ENDPOINTS,
+        etcd_args::CA,
+        etcd_args::CERT,
+        etcd_args::KEY,
+        etcd_args::TLS_FILES,
+        etcd_args::VIA,
+        etcd_args::TIMEOUT,
+        ArgSpec::new(
+            "voting",
+            ArgKind::Int,
+            "Also wait for at least this many voting members.",
+        ),
+        ArgSpec::new(
+            "read-keys",
+            ArgKind::List,
+            "Keys that must read back (serializable, from each member's own copy) from every member.",
+        ),
+    ],
+    one_of: &[],
+    example: r#"task "etcd is healthy" {
+    etcd-health endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" voting=3
+    register "etcd"
+}"#,
+};
+
+pub struct HealthSpec {
+    conn: EtcdConn,
+    timeout: std::time::Duration,
+    voting: Option<u64>,
+    keys: Vec<String>,
+}
+
+/// The registered view of the cluster (shared with `etcd-status`).
+pub fn health_data(h: &ClusterHealth) -> Value {
+    let leader = h
+        .members
+        .iter()
+        .find(|m| m.is_leader)
+        .map(|m| m.member.name.clone());
+    let endpoints: Vec<&String> = h
+        .members
+        .iter()
+        .filter(|m| m.member.started && !m.member.is_learner)
+        .flat_map(|m| m.member.client_urls.first())
+        .collect();
+    json!({
+        "cluster_id": h.cluster_id,
+        "reference": h.reference,
+        "leader": leader,
+        "leader_id": h.leader,
+        "version": h.version,
+        "healthy": h.all_healthy(),
+        "members": h.members,
+        "endpoints": endpoints,
+    })
+}
+
+#[async_trait]
+impl Module for EtcdHealth {
+    type Spec = HealthSpec;
+    type Plan = ();
+
+    fn spec(&self) -> &'static ModuleSpec {
+        &SPEC
+    }
+
+    fn decode(&self, a: &Args) -> Result<HealthSpec, TaskError> {
+        Ok(HealthSpec {
+            conn: EtcdConn::decode(a)?,
+            timeout: etcd_args::timeout(a)?,
+            voting: args::opt_u64(a, "voting")?,
+            keys: args::opt_str_list(a, "read-keys")?.unwrap_or_default(),
+        })
+    }
+
+    async fn check(&self, spec: &HealthSpec, cx: &TaskCx<'_>) -> Result<Check<()>, TaskError> {
+        let start = Instant::now();
+        let mut etcd = spec.conn.connect(cx).await?;
+        let voting_ok = |h: &ClusterHealth| {
+            spec.voting
+                .is_none_or(|n| h.members.iter().filter(|m| !m.member.is_learner).count() as u64 >= n)
+        };
+        let (health, done) = etcd
+            .wait_health(spec.timeout, |h| h.all_healthy() && voting_ok(h))
+            .await?;
+        if !done {
+            let mut detail = health.problems();
+            if !voting_ok(&health) {
+                let have = health.members.iter().filter(|m| !m.member.is_learner).count();
+                if !detail.is_empty() {
+                    detail.push_str("; ");
+                }
+                detail.push_str(&format!(
+                    "{have} voting members, {} expected",
+                    spec.voting.unwrap_or(0)
+                ));
+            }
+            return Err(EtcdError::HealthTimeout {
+                waited: human(spec.timeout),
+                detail,
+            }
+            .into());
+        }
+        // Every member's own copy must hold the keys (replication may lag briefly).
+        let mut reads = Map::new();
+        for m in &health.members {
+            let Some(url) = m.member.client_urls.first() else {
+                continue;
+            };
+            let mut got = Map::new();
+            for key in &spec.keys {
+                let value = loop {
+                    match etcd.dialer.get_from(url, key, true).await? {
+                        Some(v) => break String::from_utf8_lossy(&v).into_owned(),
+                        None if start.elapsed() < spec.timeout => {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                        }
+                        None => {
+                            return Err(TaskError::failed_help(
+                                format!("key {key} does not read back from {} ({url})", m.member.name),
+                                "the member may not have caught up, or the data was lost: compare with the snapshot taken before the change",
+                            ));
+                        }
+                    }
+                };
+                got.insert(key.clone(), Value::String(value));
+            }
+            reads.insert(m.member.name.clone(), Value::Object(got));
+        }
+        let mut data = health_data(&health);
+        data["reads"] = Value::Object(reads);
+        let mut out = Outcome::ok(data);
+        out.msg = Some(format!(
+            "{} members healthy, leader {}",
+            health.members.len(),
+            health
+                .members
+                .iter()
+                .find(|m| m.is_leader)
+                .map(|m| m.member.name.as_str())
+                .unwrap_or("?")
+        ));
+        Ok(Check::Unchanged(out))
+    }
+
+    async fn apply(&self, _spec: &HealthSpec, _plan: (), _cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        Err(TaskError::failed("internal: etcd-health never plans a change"))
+    }
+}
