@@ -1,0 +1,530 @@
+//! Filters, functions and tests that troupe adds to minijinja's built-ins.
+//!
+//! They exist for the jobs troupe's templates do: etcd member URLs built from the
+//! inventory (so no IP is ever typed twice), quoting for the three places a value ends
+//! up (YAML, POSIX shell, systemd environment files), and the Ansible filters operators
+//! reach for (`to_yaml`, `b64encode`, `mandatory`, ...). Every one is documented with an
+//! example in `docs/templates.md`, and that document's examples are run as a test.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use base64::Engine as _;
+use minijinja::value::{Kwargs, ValueKind};
+use minijinja::{Environment, Error, ErrorKind, State, Value};
+use sha2::Digest as _;
+
+pub(crate) fn register(env: &mut Environment<'static>) {
+    env.add_filter("initial_cluster", initial_cluster);
+    env.add_filter("etcd_endpoints", etcd_endpoints);
+    env.add_filter("etcd_peer_urls", etcd_peer_urls);
+    env.add_filter("to_json", to_json);
+    env.add_filter("to_nice_json", to_nice_json);
+    env.add_filter("to_yaml", to_yaml);
+    env.add_filter("to_yaml_string", to_yaml_string);
+    env.add_filter("yaml_quote", yaml_quote);
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
+    env.add_filter("quote", quote);
+    env.add_filter("sha256", sha256);
+    env.add_filter("basename", basename);
+    env.add_filter("dirname", dirname);
+    env.add_filter("mandatory", mandatory);
+    env.add_filter("regex_replace", regex_replace);
+    env.add_filter("ipwrap", ipwrap);
+    env.add_function("fail", fail);
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::InvalidOperation, msg.into())
+}
+
+// ---------------------------------------------------------------------------------
+// etcd member URLs
+
+/// One etcd member as the URL filters see it.
+struct Member {
+    name: String,
+    /// Host (IP or DNS name) for building URLs, when no full URL was given.
+    address: Option<String>,
+    /// Per-host port override from hostvars (`etcd_peer_port` / `etcd_client_port`).
+    port: Option<u16>,
+    /// A complete URL given by a member map (`peer_url`, `peer_urls[0]`, ...).
+    url: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Peer,
+    Client,
+}
+
+impl Which {
+    fn default_port(self) -> u16 {
+        match self {
+            Which::Peer => 2380,
+            Which::Client => 2379,
+        }
+    }
+    fn port_var(self) -> &'static str {
+        match self {
+            Which::Peer => "etcd_peer_port",
+            Which::Client => "etcd_client_port",
+        }
+    }
+    fn url_keys(self) -> (&'static str, &'static str) {
+        match self {
+            Which::Peer => ("peer_url", "peer_urls"),
+            Which::Client => ("client_url", "client_urls"),
+        }
+    }
+}
+
+fn attr(v: &Value, key: &str) -> Option<Value> {
+    let item = v.get_item(&Value::from(key)).ok()?;
+    (!item.is_undefined() && !item.is_none()).then_some(item)
+}
+
+fn attr_str(v: &Value, key: &str) -> Result<Option<String>, Error> {
+    match attr(v, key) {
+        None => Ok(None),
+        Some(x) if x.kind() == ValueKind::String => Ok(Some(x.as_str().unwrap_or("").to_string())),
+        Some(x) if x.kind() == ValueKind::Number => Ok(Some(x.to_string())),
+        Some(x) => Err(invalid(format!("`{key}` must be a string, got {}", x.kind()))),
+    }
+}
+
+fn attr_port(v: &Value, key: &str) -> Result<Option<u16>, Error> {
+    match attr(v, key) {
+        None => Ok(None),
+        Some(x) => {
+            let port = x
+                .as_i64()
+                .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(|| invalid(format!("`{key}` must be a port number, got {x}")))?;
+            Ok(Some(port))
+        }
+    }
+}
+
+/// Resolves the list given to the etcd URL filters into members: host names looked up
+/// in hostvars, or maps with `name` and an address or URL.
+fn members(
+    state: &State,
+    hosts: &Value,
+    hostvars: Option<Value>,
+    which: Which,
+) -> Result<Vec<Member>, Error> {
+    let iter = hosts.try_iter().map_err(|_| {
+        invalid(format!(
+            "expected a list of host names or member maps, got {}",
+            hosts.kind()
+        ))
+    })?;
+    let hostvars = match hostvars {
+        Some(hv) => Some(hv),
+        None => state.lookup("hostvars"),
+    };
+    let mut out = Vec::new();
+    for item in iter {
+        if let Some(host) = item.as_str() {
+            let hv = hostvars
+                .as_ref()
+                .ok_or_else(|| invalid("`hostvars` is not available to resolve host names"))?;
+            let vars = hv.get_item(&item).unwrap_or_default();
+            if vars.is_undefined() {
+                return Err(invalid(format!(
+                    "host `{host}` is not in hostvars (is it in the inventory?)"
+                )));
+            }
+            let address = match attr_str(&vars, "etcd_address")? {
+                Some(a) => a,
+                None => attr_str(&vars, "address")?.ok_or_else(|| {
+                    invalid(format!(
+                        "host `{host}` has neither `etcd_address` nor `address` set"
+                    ))
+                })?,
+            };
+            out.push(Member {
+                name: attr_str(&vars, "etcd_name")?.unwrap_or_else(|| host.to_string()),
+                address: Some(address),
+                port: attr_port(&vars, which.port_var())?,
+                url: None,
+            });
+        } else if item.kind() == ValueKind::Map {
+            let name =
+                attr_str(&item, "name")?.ok_or_else(|| invalid(format!("member {item} has no `name`")))?;
+            let (one, many) = which.url_keys();
+            let url = match attr_str(&item, one)? {
+                Some(u) => Some(u),
+                None => match attr(&item, many) {
+                    Some(list) => list
+                        .try_iter()
+                        .ok()
+                        .and_then(|mut i| i.next())
+                        .and_then(|u| u.as_str().map(str::to_string)),
+                    None => None,
+                },
+            };
+            let address = match attr_str(&item, "etcd_address")? {
+                Some(a) => Some(a),
+                None => attr_str(&item, "address")?,
+            };
+            if url.is_none() && address.is_none() {
+                return Err(invalid(format!(
+                    "member `{name}` has none of `{one}`, `{many}`, `etcd_address`, `address`"
+                )));
+            }
+            out.push(Member {
+                name,
+                address,
+                port: attr_port(&item, which.port_var())?,
+                url,
+            });
+        } else {
+            return Err(invalid(format!(
+                "expected a host name or a member map, got {} ({item})",
+                item.kind()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+fn member_url(m: &Member, which: Which, kwargs: &UrlArgs) -> String {
+    if let Some(url) = &m.url {
+        return url.clone();
+    }
+    let port = kwargs.port.or(m.port).unwrap_or(which.default_port());
+    let address = m.address.as_deref().unwrap_or_default();
+    format!("{}://{}:{port}", kwargs.scheme, wrap_ipv6(address))
+}
+
+struct UrlArgs {
+    scheme: String,
+    port: Option<u16>,
+}
+
+fn url_args(kwargs: &Kwargs) -> Result<UrlArgs, Error> {
+    let scheme: Option<String> = kwargs.get("scheme")?;
+    let port: Option<u16> = kwargs.get("port")?;
+    kwargs.assert_all_used()?;
+    Ok(UrlArgs {
+        scheme: scheme.unwrap_or_else(|| "https".into()),
+        port,
+    })
+}
+
+/// `groups.etcd | initial_cluster(hostvars)` → `podc01=https://10.1.1.201:2380,...`
+fn initial_cluster(
+    state: &State,
+    hosts: Value,
+    hostvars: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let args = url_args(&kwargs)?;
+    let members = members(state, &hosts, hostvars, Which::Peer)?;
+    if members.is_empty() {
+        return Err(invalid("initial_cluster needs at least one member"));
+    }
+    Ok(members
+        .iter()
+        .map(|m| format!("{}={}", m.name, member_url(m, Which::Peer, &args)))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// `groups.etcd | etcd_endpoints(hostvars)` → `https://10.1.1.201:2379,...`
+fn etcd_endpoints(
+    state: &State,
+    hosts: Value,
+    hostvars: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let args = url_args(&kwargs)?;
+    let members = members(state, &hosts, hostvars, Which::Client)?;
+    Ok(members
+        .iter()
+        .map(|m| member_url(m, Which::Client, &args))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// `groups.etcd | etcd_peer_urls(hostvars)` → `https://10.1.1.201:2380,...`
+fn etcd_peer_urls(
+    state: &State,
+    hosts: Value,
+    hostvars: Option<Value>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let args = url_args(&kwargs)?;
+    let members = members(state, &hosts, hostvars, Which::Peer)?;
+    Ok(members
+        .iter()
+        .map(|m| member_url(m, Which::Peer, &args))
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+fn wrap_ipv6(address: &str) -> String {
+    if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]")
+    } else {
+        address.to_string()
+    }
+}
+
+/// `"::1" | ipwrap` → `[::1]`; IPv4 addresses and names are unchanged.
+fn ipwrap(address: &str) -> String {
+    wrap_ipv6(address)
+}
+
+// ---------------------------------------------------------------------------------
+// serialisation
+
+fn to_json(value: &Value) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| invalid(format!("cannot serialise to JSON: {e}")))
+}
+
+fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let indent = " ".repeat(indent.unwrap_or(4));
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(value, &mut ser)
+        .map_err(|e| invalid(format!("cannot serialise to JSON: {e}")))?;
+    Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
+}
+
+fn to_yaml(value: &Value) -> Result<String, Error> {
+    serde_yaml::to_string(value).map_err(|e| invalid(format!("cannot serialise to YAML: {e}")))
+}
+
+/// One YAML scalar, quoted only when YAML would otherwise read it as something else.
+fn to_yaml_string(value: &Value) -> Result<String, Error> {
+    if matches!(value.kind(), ValueKind::Map | ValueKind::Seq) {
+        return Err(invalid(
+            "to_yaml_string takes a scalar; use to_yaml for lists and maps",
+        ));
+    }
+    let out = serde_yaml::to_string(value).map_err(|e| invalid(format!("cannot serialise to YAML: {e}")))?;
+    let out = out.strip_suffix('\n').unwrap_or(&out);
+    if out.contains('\n') {
+        // serde_yaml writes multi-line strings as block scalars; inline needs quotes.
+        return yaml_quote(value);
+    }
+    Ok(out.to_string())
+}
+
+/// A YAML double-quoted scalar, always quoted (JSON string syntax is valid YAML).
+fn yaml_quote(value: &Value) -> Result<String, Error> {
+    let s = match value.as_str() {
+        Some(s) => s.to_string(),
+        None => value.to_string(),
+    };
+    Ok(serde_json::to_string(&s).expect("a string always serialises"))
+}
+
+// ---------------------------------------------------------------------------------
+// strings
+
+fn b64encode(value: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+}
+
+fn b64decode(value: &str) -> Result<String, Error> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| invalid(format!("not valid base64: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| invalid("the decoded bytes are not UTF-8 text"))
+}
+
+/// POSIX shell quoting, like Python's `shlex.quote` (Ansible's `quote`): safe words are
+/// left alone, everything else is single-quoted with `'\''` for embedded quotes. The
+/// result is also valid in a systemd `EnvironmentFile=`.
+pub(crate) fn shell_quote(s: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn quote(value: &Value) -> String {
+    match value.as_str() {
+        Some(s) => shell_quote(s),
+        None => shell_quote(&value.to_string()),
+    }
+}
+
+fn sha256(value: &str) -> String {
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+}
+
+/// Python's `os.path.basename`: the part after the last `/` (empty for `a/`).
+fn basename(path: &str) -> String {
+    path.rsplit_once('/').map_or(path, |(_, b)| b).to_string()
+}
+
+/// Python's `os.path.dirname`: the part before the last `/`, trailing slashes removed
+/// unless it is all slashes.
+fn dirname(path: &str) -> String {
+    match path.rfind('/') {
+        None => String::new(),
+        Some(i) => {
+            let head = &path[..=i];
+            let trimmed = head.trim_end_matches('/');
+            if trimmed.is_empty() {
+                head.to_string()
+            } else {
+                trimmed.to_string()
+            }
+        }
+    }
+}
+
+/// Fails with `msg` (or a standard message) when the value is undefined.
+fn mandatory(value: &Value, msg: Option<String>) -> Result<Value, Error> {
+    if value.is_undefined() {
+        return Err(invalid(
+            msg.unwrap_or_else(|| "a mandatory value is undefined".into()),
+        ));
+    }
+    Ok(value.clone())
+}
+
+/// `fail("message")`: stops rendering with the message (for template-side checks).
+fn fail(msg: String) -> Result<Value, Error> {
+    Err(invalid(msg))
+}
+
+fn regex_cache() -> &'static Mutex<HashMap<(String, bool), regex::Regex>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, bool), regex::Regex>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// Ansible's `regex_replace(pattern, replacement, ignorecase=false)`, with Python's
+/// `\1` / `\g<name>` back-references in the replacement.
+fn regex_replace(
+    value: &str,
+    pattern: &str,
+    replacement: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
+    kwargs.assert_all_used()?;
+    let ignorecase = ignorecase.unwrap_or(false);
+    let key = (pattern.to_string(), ignorecase);
+    let re = {
+        let mut cache = regex_cache().lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&key) {
+            Some(re) => re.clone(),
+            None => {
+                let re = regex::RegexBuilder::new(pattern)
+                    .case_insensitive(ignorecase)
+                    .build()
+                    .map_err(|e| invalid(format!("invalid regular expression: {e}")))?;
+                if cache.len() < 256 {
+                    cache.insert(key, re.clone());
+                }
+                re
+            }
+        }
+    };
+    let replacement = python_replacement(replacement.unwrap_or(""));
+    Ok(re.replace_all(value, replacement.as_str()).into_owned())
+}
+
+/// `\1` → `${1}`, `\g<name>` → `${name}`, `$` → `$$`, `\\` → `\`.
+fn python_replacement(r: &str) -> String {
+    let mut out = String::with_capacity(r.len());
+    let mut chars = r.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' => match chars.peek().copied() {
+                Some(d) if d.is_ascii_digit() => {
+                    let mut n = String::new();
+                    while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                        n.push(d);
+                        chars.next();
+                    }
+                    out.push_str(&format!("${{{n}}}"));
+                }
+                Some('g') => {
+                    chars.next();
+                    if chars.peek() == Some(&'<') {
+                        chars.next();
+                        let name: String = chars.by_ref().take_while(|c| *c != '>').collect();
+                        out.push_str(&format!("${{{name}}}"));
+                    } else {
+                        out.push_str("\\g");
+                    }
+                }
+                Some('\\') => {
+                    chars.next();
+                    out.push('\\');
+                }
+                Some('n') => {
+                    chars.next();
+                    out.push('\n');
+                }
+                Some('t') => {
+                    chars.next();
+                    out.push('\t');
+                }
+                _ => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_leaves_safe_words_and_quotes_the_rest() {
+        assert_eq!(
+            shell_quote("--initial-cluster-state=new"),
+            "--initial-cluster-state=new"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn dirname_and_basename_follow_python() {
+        assert_eq!(basename("/etc/kubernetes/pki/etcd/ca.crt"), "ca.crt");
+        assert_eq!(basename("dir/"), "");
+        assert_eq!(basename("file"), "file");
+        assert_eq!(
+            dirname("/etc/kubernetes/pki/etcd/ca.crt"),
+            "/etc/kubernetes/pki/etcd"
+        );
+        assert_eq!(dirname("/ca.crt"), "/");
+        assert_eq!(dirname("ca.crt"), "");
+        assert_eq!(dirname("a//b"), "a");
+    }
+
+    #[test]
+    fn python_replacements_become_regex_crate_syntax() {
+        assert_eq!(python_replacement(r"\1-\2"), "${1}-${2}");
+        assert_eq!(python_replacement(r"\g<port>"), "${port}");
+        assert_eq!(python_replacement("cost $5"), "cost $$5");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        assert_eq!(wrap_ipv6("::1"), "[::1]");
+        assert_eq!(wrap_ipv6("[::1]"), "[::1]");
+        assert_eq!(wrap_ipv6("10.1.1.201"), "10.1.1.201");
+    }
+}
