@@ -74,6 +74,11 @@ pub struct Inventory {
     pub defaults: ConnSettings,
     pub hosts: IndexMap<String, Host>,
     pub groups: IndexMap<String, Group>,
+    /// `localhost` with `connection=local`, present when the file does not define a host
+    /// named `localhost` (like Ansible's implicit localhost). It is not in `hosts`, so
+    /// `all` and globs never select it; the pattern `localhost` does. See
+    /// [`Inventory::localhost`] and [`Inventory::host`].
+    pub implicit_localhost: Option<Host>,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +112,28 @@ pub struct Group {
 pub struct Playbook {
     pub path: PathBuf,
     pub plays: Vec<Play>,
+    /// The text of every file the playbook was read from (itself, includes, role files),
+    /// so later stages can show a snippet for any [`Loc`] (see [`Sources::named`]).
+    pub sources: Sources,
+}
+
+/// Source text by file, shared cheaply.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    pub files: IndexMap<Arc<PathBuf>, Arc<str>>,
+}
+
+impl Sources {
+    pub fn get(&self, file: &std::path::Path) -> Option<&Arc<str>> {
+        self.files.get(&file.to_path_buf())
+    }
+
+    /// The file's text as a `miette` source, named by its path, for attaching to a
+    /// diagnostic whose span comes from a [`Loc`] in that file.
+    pub fn named(&self, file: &std::path::Path) -> Option<miette::NamedSource<Arc<str>>> {
+        self.get(file)
+            .map(|text| miette::NamedSource::new(file.display().to_string(), text.clone()))
+    }
 }
 
 #[derive(Debug, Clone)]

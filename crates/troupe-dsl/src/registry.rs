@@ -46,7 +46,14 @@ impl ArgSpec {
     /// A `const` starting point so module files can write
     /// `ArgSpec { required: true, ..ArgSpec::new("dest", ArgKind::Path, "…") }`.
     pub const fn new(name: &'static str, kind: ArgKind, doc: &'static str) -> Self {
-        ArgSpec { name, kind, required: false, positional: false, default: None, doc }
+        ArgSpec {
+            name,
+            kind,
+            required: false,
+            positional: false,
+            default: None,
+            doc,
+        }
     }
 }
 

@@ -1,0 +1,330 @@
+//! The second stage: from a parsed `KdlDocument` to the model, one file at a time.
+//!
+//! `kdl` gives us nodes, entries and spans but no meaning; its serde support is
+//! experimental and loses the difference between arguments, properties and children,
+//! which this language relies on. So decoding is explicit: each node kind has a function
+//! that walks its entries once, and a handful of typed helpers here
+//! ([`Cx::string`], [`Cx::bool`], [`Cx::uint`], [`Cx::duration`]) turn entries into Rust
+//! values or record a [`DslError`] and return `None`. Decoding never stops at a problem;
+//! a missing value just leaves a default behind, and [`Problems`] remembers what to say.
+//!
+//! [`Cx`] also tracks which file is being decoded, because includes and roles pull
+//! other files into one playbook and every span must be reported against its own file.
+
+pub(crate) mod value;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use miette::SourceSpan;
+
+use crate::errors::{DslError, Problems, suggest};
+use crate::model::Loc;
+use crate::source::SourceFile;
+
+/// The decoding context: where problems go, and the file being decoded.
+pub(crate) struct Cx {
+    pub(crate) problems: Problems,
+    file: Arc<SourceFile>,
+    file_idx: usize,
+}
+
+impl Cx {
+    pub(crate) fn new(file: Arc<SourceFile>) -> Cx {
+        let mut problems = Problems::default();
+        let file_idx = problems.add_file(&file);
+        Cx {
+            problems,
+            file,
+            file_idx,
+        }
+    }
+
+    pub(crate) fn file(&self) -> &Arc<SourceFile> {
+        &self.file
+    }
+
+    /// Decodes another file (an include, a role's tasks) with `f`, then comes back.
+    pub(crate) fn in_file<T>(&mut self, file: Arc<SourceFile>, f: impl FnOnce(&mut Cx) -> T) -> T {
+        let idx = self.problems.add_file(&file);
+        let prev = (
+            std::mem::replace(&mut self.file, file),
+            std::mem::replace(&mut self.file_idx, idx),
+        );
+        let out = f(self);
+        (self.file, self.file_idx) = prev;
+        out
+    }
+
+    pub(crate) fn error(&mut self, error: DslError) {
+        self.problems.push(self.file_idx, error);
+    }
+
+    pub(crate) fn loc(&self, span: SourceSpan) -> Loc {
+        self.file.loc(span)
+    }
+
+    /// Parses the current file's text as KDL v2; syntax errors are recorded.
+    pub(crate) fn parse(&mut self) -> Option<KdlDocument> {
+        let text = self.file.text.clone();
+        // kdl is a third-party parser: should it ever panic on odd input, report that
+        // as a syntax error rather than taking the whole run down.
+        let parsed = std::panic::catch_unwind(|| KdlDocument::parse(&text));
+        match parsed {
+            Ok(Ok(doc)) => Some(doc),
+            Ok(Err(err)) => {
+                for d in err.diagnostics {
+                    let span = clamp(d.span, text.len());
+                    let found = self.file.slice(span).to_string();
+                    let message = d.message.unwrap_or_else(|| "invalid KDL".into());
+                    let help = v1_hint(&found).or(d.help);
+                    let label = d.label.unwrap_or_else(|| "here".into());
+                    self.error(DslError::Syntax {
+                        message,
+                        span,
+                        label,
+                        help,
+                    });
+                }
+                None
+            }
+            Err(_) => {
+                self.error(DslError::Syntax {
+                    message: "the KDL parser failed on this file".into(),
+                    span: SourceSpan::from(0..0),
+                    label: "here".into(),
+                    help: Some("please report this input as a bug in troupe".into()),
+                });
+                None
+            }
+        }
+    }
+
+    // ---- typed entry helpers -------------------------------------------------------
+
+    pub(crate) fn wrong_type(&mut self, what: &str, expected: &str, e: &KdlEntry) {
+        let help = match e.value() {
+            KdlValue::String(s) if expected.contains("#true") && is_bool_word(s) => {
+                Some("booleans are written `#true` and `#false` in KDL v2".to_string())
+            }
+            KdlValue::String(s) if expected.contains("integer") && s.trim().parse::<i64>().is_ok() => {
+                Some(format!("write the number without quotes: {}", s.trim()))
+            }
+            _ => None,
+        };
+        self.error(DslError::WrongType {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            found: describe(e.value()),
+            span: e.span(),
+            help,
+        });
+    }
+
+    pub(crate) fn invalid(
+        &mut self,
+        what: &str,
+        message: impl Into<String>,
+        span: SourceSpan,
+        help: Option<String>,
+    ) {
+        self.error(DslError::InvalidValue {
+            what: what.to_string(),
+            message: message.into(),
+            span,
+            help,
+        });
+    }
+
+    pub(crate) fn string(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
+        match e.value() {
+            KdlValue::String(s) => Some(s.clone()),
+            _ => {
+                self.wrong_type(what, "a string", e);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn bool(&mut self, e: &KdlEntry, what: &str) -> Option<bool> {
+        match e.value() {
+            KdlValue::Bool(b) => Some(*b),
+            _ => {
+                self.wrong_type(what, "#true or #false", e);
+                None
+            }
+        }
+    }
+
+    /// A non-negative integer no larger than `max`.
+    pub(crate) fn uint(&mut self, e: &KdlEntry, what: &str, max: u64) -> Option<u64> {
+        match e.value() {
+            KdlValue::Integer(i) if *i >= 0 && *i <= max as i128 => Some(*i as u64),
+            KdlValue::Integer(_) => {
+                self.invalid(what, format!("must be between 0 and {max}"), e.span(), None);
+                None
+            }
+            _ => {
+                self.wrong_type(what, "an integer", e);
+                None
+            }
+        }
+    }
+
+    /// `"2s"`, `"1m30s"`, `"500ms"` or an integer number of seconds.
+    pub(crate) fn duration(&mut self, e: &KdlEntry, what: &str) -> Option<Duration> {
+        match e.value() {
+            KdlValue::Integer(i) if *i >= 0 && *i <= u32::MAX as i128 => Some(Duration::from_secs(*i as u64)),
+            KdlValue::String(s) => match crate::duration::parse_duration(s) {
+                Some(d) => Some(d),
+                None => {
+                    self.invalid(
+                        what,
+                        format!("`{s}` is not a duration"),
+                        e.span(),
+                        Some("write a duration like \"2s\", \"500ms\", \"1m30s\" or \"1h\"".into()),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(what, "a duration like \"2s\"", e);
+                None
+            }
+        }
+    }
+
+    /// Records an unknown property on `node`, suggesting one of `known`.
+    pub(crate) fn unknown_prop(&mut self, node: &str, name: &str, span: SourceSpan, known: &[&str]) {
+        self.error(DslError::UnknownProperty {
+            node: node.to_string(),
+            name: name.to_string(),
+            span,
+            help: suggest(name, known.iter().copied()),
+        });
+    }
+
+    /// Records an unknown child node, suggesting one of `known`.
+    pub(crate) fn unknown_node(&mut self, node: &KdlNode, context: &'static str, known: &[&str]) {
+        let name = node.name().value();
+        self.error(DslError::UnknownNode {
+            name: name.to_string(),
+            context,
+            span: node.name().span(),
+            help: suggest(name, known.iter().copied()),
+        });
+    }
+
+    /// Reports every positional argument of `node` after the first `allowed`.
+    pub(crate) fn extra_args(&mut self, node: &KdlNode, allowed: usize, what: &str) {
+        for e in node.entries().iter().filter(|e| e.name().is_none()).skip(allowed) {
+            let help = Some(match allowed {
+                0 => format!("`{}` takes no positional values; {what}", node.name().value()),
+                1 => format!("`{}` takes one positional value; {what}", node.name().value()),
+                n => format!("`{}` takes {n} positional values; {what}", node.name().value()),
+            });
+            self.invalid("value", "unexpected positional value", e.span(), help);
+        }
+    }
+
+    /// Reports children on a node that takes none.
+    pub(crate) fn no_children(&mut self, node: &KdlNode) {
+        if let Some(children) = node.children() {
+            let span = children.span();
+            self.invalid(
+                "block",
+                format!("`{}` takes no children", node.name().value()),
+                span,
+                Some("remove the `{ ... }` block".into()),
+            );
+        }
+    }
+
+    /// The node's first positional value as a name (a string), or a `Missing` error.
+    pub(crate) fn name_arg(
+        &mut self,
+        node: &KdlNode,
+        what: &str,
+        example: &str,
+    ) -> Option<(String, SourceSpan)> {
+        match node.entries().iter().find(|e| e.name().is_none()) {
+            Some(e) => self.string(e, what).map(|s| (s, e.span())),
+            None => {
+                self.error(DslError::Missing {
+                    node: node.name().value().to_string(),
+                    what: what.to_string(),
+                    span: node.name().span(),
+                    help: Some(format!("write it as the first value: {example}")),
+                });
+                None
+            }
+        }
+    }
+
+    /// Whether `name` (a property) was already seen on this node; reports the repeat.
+    pub(crate) fn repeated(
+        &mut self,
+        seen: &mut Vec<(String, SourceSpan)>,
+        name: &str,
+        span: SourceSpan,
+    ) -> bool {
+        if let Some((_, first)) = seen.iter().find(|(n, _)| n == name) {
+            let first = *first;
+            self.error(DslError::Duplicate {
+                kind: "property",
+                name: name.to_string(),
+                span,
+                first: Some(first),
+                help: Some("give each property once".into()),
+            });
+            return true;
+        }
+        seen.push((name.to_string(), span));
+        false
+    }
+}
+
+/// Reads a file for a loader; a failure is a problem to report, not a panic.
+pub(crate) fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+fn clamp(span: SourceSpan, len: usize) -> SourceSpan {
+    let start = span.offset().min(len);
+    let end = (span.offset() + span.len()).min(len);
+    SourceSpan::from(start..end)
+}
+
+fn is_bool_word(s: &str) -> bool {
+    matches!(
+        s,
+        "true" | "false" | "yes" | "no" | "on" | "off" | "True" | "False"
+    )
+}
+
+/// KDL v1 wrote `true`, `false` and `null` bare; v2 rejects them as identifiers.
+fn v1_hint(found: &str) -> Option<String> {
+    let word = found.trim().trim_start_matches('=');
+    let fix = match word {
+        "true" | "false" | "null" | "inf" | "nan" => word,
+        "-inf" => "-inf",
+        _ => return None,
+    };
+    Some(format!(
+        "KDL v2 writes keywords with a `#`: write `#{fix}` (bare `{word}` is KDL v1; for the string write \"{word}\")"
+    ))
+}
+
+/// How a value reads in an error message.
+pub(crate) fn describe(v: &KdlValue) -> String {
+    match v {
+        KdlValue::String(s) if s.chars().count() > 40 => "a string".into(),
+        KdlValue::String(s) => format!("the string \"{s}\""),
+        KdlValue::Integer(i) => format!("the integer {i}"),
+        KdlValue::Float(f) => format!("the number {f}"),
+        KdlValue::Bool(b) => format!("#{b}"),
+        KdlValue::Null => "#null".into(),
+    }
+}
