@@ -1,1 +1,3 @@
 
+mod connection;
+mod etcd;

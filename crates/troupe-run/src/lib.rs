@@ -5,3 +5,4 @@ pub mod connection;
 pub mod etcd;
 pub mod module;
 pub mod modules;
+pub mod pki;

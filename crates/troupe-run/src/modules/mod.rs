@@ -15,6 +15,8 @@ pub mod etcd_snapshot;
 pub mod etcd_status;
 pub mod fetch;
 pub mod file;
+pub mod pki_ca;
+pub mod pki_cert;
 pub mod service;
 pub mod shell;
 pub mod template;
@@ -44,6 +46,8 @@ pub fn all() -> &'static [&'static dyn DynModule] {
         &etcd_status::EtcdStatus,
         &etcd_snapshot::EtcdSnapshot,
         &etcd_data_dir_check::EtcdDataDirCheck,
+        &pki_ca::PkiCa,
+        &pki_cert::PkiCert,
     ];
     ALL
 }

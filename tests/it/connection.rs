@@ -1,0 +1,514 @@
+//! The transports against the lab's real sshd hosts: what SshConnection promises
+//! (exec semantics, one-round-trip stat, atomic writes, host-key policy, auth and
+//! reachability errors, tunnels, jump hosts), and that the lab itself gives each host
+//! its own files and hostname.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use troupe_run::connection::ssh::{HostKeyPolicy, JumpHost, SshConnection, SshOptions};
+use troupe_run::connection::{Cmd, ConnError, Connection, FileAttrs, FileKind};
+use troupe_tests::Lab;
+
+async fn connect(lab: &Lab, host: &str) -> SshConnection {
+    SshConnection::connect(host, lab.address(host), &lab.ssh_options())
+        .await
+        .unwrap_or_else(|e| panic!("connect to {host}: {e}"))
+}
+
+/// `SHA256:...` of a lab host's key, as OpenSSH's ssh-keygen computes it.
+fn openssh_fingerprint(lab: &Lab, host: &str) -> String {
+    let key = lab.dir().join(host).join("ssh_host_ed25519_key.pub");
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
+}
+
+fn known_hosts_line(lab: &Lab, host: &str) -> String {
+    let all = std::fs::read_to_string(lab.known_hosts_path()).unwrap();
+    let prefix = format!("{} ", lab.address(host));
+    all.lines()
+        .find(|l| l.starts_with(&prefix))
+        .expect("host in known_hosts")
+        .to_string()
+}
+
+#[test]
+fn lab_hosts_have_their_own_files_and_hostname() {
+    let lab = Lab::shared();
+    let marker = "/etc/kubernetes/lab-smoke-marker";
+    for h in lab.host_names() {
+        assert_eq!(lab.ssh_ok(h, "hostname"), format!("{h}\n"));
+        lab.ssh_ok(h, &format!("echo {h} > {marker}"));
+    }
+    for h in lab.host_names() {
+        assert_eq!(lab.ssh_ok(h, &format!("cat {marker}")), format!("{h}\n"));
+        let on_controller = lab.host_path(h, "/etc/kubernetes").join("lab-smoke-marker");
+        assert_eq!(std::fs::read_to_string(on_controller).unwrap(), format!("{h}\n"));
+        lab.ssh_ok(h, &format!("rm {marker}"));
+    }
+    // Each host runs its own runsvdir on its own (empty) service directory.
+    let out = lab.ssh_ok(
+        "podc02",
+        "pgrep -x runsvdir >/dev/null && ls -A /etc/service | wc -l",
+    );
+    assert_eq!(out.trim(), "0");
+}
+
+#[tokio::test]
+async fn exec_with_stdin_env_cwd_and_exit_codes() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("conn_exec");
+    let conn = connect(lab, "podc01").await;
+
+    let mut cmd = Cmd::script("tr a-z A-Z; echo \"[$MY_VAR]\"; pwd; echo to-stderr >&2").stdin("hello\n");
+    cmd.env = vec![("MY_VAR".into(), "it's a value".into())];
+    cmd.cwd = Some(dir.clone());
+    let out = conn.exec(&cmd).await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert_eq!(out.stdout_str(), format!("HELLO\n[it's a value]\n{dir}\n"));
+    assert_eq!(out.stderr_str(), "to-stderr\n");
+
+    let out = conn
+        .exec(&Cmd::argv(["sh", "-c", "echo partial; exit 7"]))
+        .await
+        .unwrap();
+    assert_eq!((out.exit_code, out.stdout_str().as_str()), (7, "partial\n"));
+
+    // Without stdin the command sees EOF at once instead of hanging.
+    let out = conn.exec(&Cmd::argv(["cat"])).await.unwrap();
+    assert_eq!((out.exit_code, out.stdout.len()), (0, 0));
+
+    let out = conn.exec(&Cmd::script("kill -TERM $$")).await.unwrap();
+    assert_eq!(out.exit_code, 128 + 15, "{out:?}");
+
+    // A large stdin echoed back: needs stdin and stdout to flow at the same time.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let out = conn.exec(&Cmd::argv(["cat"]).stdin(big.clone())).await.unwrap();
+    assert!(
+        out.stdout == big,
+        "echoed {} bytes of {}",
+        out.stdout.len(),
+        big.len()
+    );
+}
+
+#[tokio::test]
+async fn commands_time_out_and_the_connection_survives() {
+    let lab = Lab::shared();
+    let conn = connect(lab, "podc01").await;
+    let mut cmd = Cmd::argv(["sleep", "30"]);
+    cmd.timeout = Some(Duration::from_millis(300));
+    match conn.exec(&cmd).await {
+        Err(ConnError::Timeout { command, .. }) => assert_eq!(command, "sleep 30"),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(
+        conn.exec(&Cmd::argv(["echo", "still here"]))
+            .await
+            .unwrap()
+            .stdout_str(),
+        "still here\n"
+    );
+}
+
+#[tokio::test]
+async fn one_connection_runs_many_commands_at_once() {
+    let lab = Lab::shared();
+    let conn = std::sync::Arc::new(connect(lab, "podc03").await);
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.exec(&Cmd::script(format!("sleep 0.2; echo {i}"))).await })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap().unwrap().stdout_str(), format!("{i}\n"));
+    }
+}
+
+#[tokio::test]
+async fn stat_of_file_dir_symlink_and_absent() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("conn_stat");
+    lab.ssh_ok(
+        "podc02",
+        &format!(
+            "cd {dir} && printf 'hello\\n' > 'a file' && chown daemon:adm 'a file' && chmod 4750 'a file' \
+             && mkdir d && chmod 1777 d && ln -s '/some where' link"
+        ),
+    );
+    let conn = connect(lab, "podc02").await;
+
+    let f = conn
+        .stat(&format!("{dir}/a file"))
+        .await
+        .unwrap()
+        .expect("file exists");
+    assert_eq!(f.kind, FileKind::File);
+    assert_eq!(
+        (f.mode, f.owner.as_str(), f.group.as_str(), f.size),
+        (0o4750, "daemon", "adm", 6)
+    );
+    // sha256 of "hello\n"
+    assert_eq!(
+        f.sha256.as_deref(),
+        Some("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+    );
+
+    let d = conn.stat(&format!("{dir}/d")).await.unwrap().expect("dir exists");
+    assert_eq!((d.kind, d.mode, d.sha256), (FileKind::Directory, 0o1777, None));
+
+    let l = conn
+        .stat(&format!("{dir}/link"))
+        .await
+        .unwrap()
+        .expect("link exists");
+    assert_eq!(
+        (l.kind, l.link_target.as_deref()),
+        (FileKind::Symlink, Some("/some where"))
+    );
+
+    assert_eq!(conn.stat(&format!("{dir}/nothing")).await.unwrap(), None);
+    assert_eq!(conn.read_file(&format!("{dir}/nothing")).await.unwrap(), None);
+    assert!(
+        conn.read_file(&format!("{dir}/d")).await.is_err(),
+        "reading a directory is an error"
+    );
+}
+
+#[tokio::test]
+async fn atomic_write_sets_or_keeps_mode_and_owner_and_leaves_no_temp_files() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("conn_write");
+    let conn = connect(lab, "podc01").await;
+    let path = format!("{dir}/conf.yaml");
+
+    // New file, explicit attributes.
+    let attrs = FileAttrs {
+        mode: Some(0o640),
+        owner: Some("daemon".into()),
+        group: Some("adm".into()),
+    };
+    conn.write_file(&path, b"one\n", &attrs).await.unwrap();
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("stat -c '%a %U %G' {path}; cat {path}")),
+        "640 daemon adm\none\n"
+    );
+
+    // Replacing without attributes keeps what the old file had.
+    conn.write_file(&path, b"two\n", &FileAttrs::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("stat -c '%a %U %G' {path}; cat {path}")),
+        "640 daemon adm\ntwo\n"
+    );
+
+    // Binary content round-trips exactly.
+    let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    conn.write_file(
+        &path,
+        &binary,
+        &FileAttrs {
+            mode: Some(0o600),
+            ..FileAttrs::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        conn.read_file(&path).await.unwrap().as_deref(),
+        Some(binary.as_slice())
+    );
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("stat -c '%a %U' {path}")),
+        "600 daemon\n"
+    );
+
+    // A new file without attributes gets the umask default, owned by the user.
+    conn.write_file(&format!("{dir}/plain"), b"x", &FileAttrs::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("stat -c '%a %U' {dir}/plain")),
+        "644 root\n"
+    );
+
+    // Failures: unknown owner, missing directory, a directory in the way.
+    let bad_owner = FileAttrs {
+        owner: Some("no-such-user".into()),
+        ..FileAttrs::default()
+    };
+    let err = conn.write_file(&path, b"three\n", &bad_owner).await.unwrap_err();
+    assert!(err.to_string().contains("no-such-user"), "{err}");
+    assert!(
+        conn.write_file(&format!("{dir}/missing/x"), b"x", &FileAttrs::default())
+            .await
+            .is_err()
+    );
+    lab.ssh_ok("podc01", &format!("mkdir {dir}/sub"));
+    assert!(
+        conn.write_file(&format!("{dir}/sub"), b"x", &FileAttrs::default())
+            .await
+            .is_err()
+    );
+
+    // The failed write left the old content, and no write left a temp file behind.
+    assert_eq!(
+        conn.read_file(&path).await.unwrap().as_deref(),
+        Some(binary.as_slice())
+    );
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("ls -A {dir}")),
+        "conf.yaml\nplain\nsub\n"
+    );
+    assert_eq!(lab.ssh_ok("podc01", &format!("ls -A {dir}/sub")), "");
+}
+
+#[tokio::test]
+async fn unknown_host_key_is_refused_with_its_fingerprint() {
+    let lab = Lab::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = SshOptions {
+        known_hosts: tmp.path().join("known_hosts"),
+        ..lab.ssh_options()
+    };
+    match SshConnection::connect("podc01", lab.address("podc01"), &opts).await {
+        Err(ConnError::UnknownHostKey {
+            host,
+            address,
+            fingerprint,
+            ..
+        }) => {
+            assert_eq!(
+                (host.as_str(), address.as_str()),
+                ("podc01", lab.address("podc01"))
+            );
+            assert_eq!(fingerprint, openssh_fingerprint(lab, "podc01"));
+        }
+        other => panic!("expected UnknownHostKey, got {other:?}"),
+    }
+    assert!(
+        !tmp.path().join("known_hosts").exists(),
+        "strict checking must not write known_hosts"
+    );
+}
+
+#[tokio::test]
+async fn accept_new_records_the_key_then_strict_accepts_it() {
+    let lab = Lab::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = tmp.path().join("known_hosts");
+    std::fs::write(&kh, "# existing comment without newline").unwrap();
+    let opts = SshOptions {
+        known_hosts: kh.clone(),
+        host_keys: HostKeyPolicy::AcceptNew,
+        ..lab.ssh_options()
+    };
+    let conn = SshConnection::connect("podc03", lab.address("podc03"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.exec(&Cmd::argv(["hostname"])).await.unwrap().stdout_str(),
+        "podc03\n"
+    );
+    let written = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(
+        written,
+        format!(
+            "# existing comment without newline\n{}\n",
+            known_hosts_line(lab, "podc03")
+        )
+    );
+
+    // Now known: strict checking accepts it, and accept-new adds nothing twice.
+    let strict = SshOptions {
+        host_keys: HostKeyPolicy::Strict,
+        ..opts.clone()
+    };
+    SshConnection::connect("podc03", lab.address("podc03"), &strict)
+        .await
+        .unwrap();
+    SshConnection::connect("podc03", lab.address("podc03"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&kh).unwrap(), written);
+
+    // The OpenSSH client agrees with what was written.
+    let out = Command::new("ssh")
+        .args([
+            "-i",
+            lab.key_path().to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .args([&format!("root@{}", lab.address("podc03")), "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn changed_host_key_is_refused_even_with_accept_new() {
+    let lab = Lab::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = tmp.path().join("known_hosts");
+    // podc02's key recorded under podc01's address: podc01 now "presents a changed key".
+    let podc02 = known_hosts_line(lab, "podc02");
+    let forged = podc02.replacen(lab.address("podc02"), lab.address("podc01"), 1);
+    std::fs::write(&kh, format!("{forged}\n")).unwrap();
+    for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+        let opts = SshOptions {
+            known_hosts: kh.clone(),
+            host_keys: policy,
+            ..lab.ssh_options()
+        };
+        match SshConnection::connect("podc01", lab.address("podc01"), &opts).await {
+            Err(ConnError::HostKeyMismatch { fingerprint, .. }) => {
+                assert_eq!(fingerprint, openssh_fingerprint(lab, "podc01"))
+            }
+            other => panic!("{policy:?}: expected HostKeyMismatch, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        format!("{forged}\n"),
+        "known_hosts untouched"
+    );
+}
+
+#[tokio::test]
+async fn wrong_key_is_an_authentication_error() {
+    let lab = Lab::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("id_other");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let opts = SshOptions::with_key("root", &key, lab.known_hosts_path());
+    match SshConnection::connect("podc01", lab.address("podc01"), &opts).await {
+        Err(e @ ConnError::Auth { .. }) => {
+            assert!(e.to_string().contains("authentication as root failed"), "{e}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    let missing = SshOptions::with_key("root", tmp.path().join("nope"), lab.known_hosts_path());
+    assert!(matches!(
+        SshConnection::connect("podc01", lab.address("podc01"), &missing).await,
+        Err(ConnError::Auth { .. })
+    ));
+}
+
+#[tokio::test]
+async fn nobody_listening_is_unreachable() {
+    let lab = Lab::shared();
+    // Same lab subnet, a host number the lab never uses.
+    let address = lab
+        .address("podc01")
+        .rsplit_once('.')
+        .map(|(net, _)| format!("{net}.250"))
+        .unwrap();
+    match SshConnection::connect("ghost", &address, &lab.ssh_options()).await {
+        Err(e @ ConnError::Unreachable { .. }) => {
+            assert!(e.is_unreachable());
+            assert!(e.to_string().contains(&format!("{address}:22")), "{e}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tunnel_reaches_a_port_as_the_host_sees_it() {
+    let lab = Lab::shared();
+    // The lab shares the controller's network namespace, so a listener here is a
+    // service on 127.0.0.1 of every lab host; sshd opens the connection to it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&[&buf[..], b" back"].concat()).unwrap();
+        }
+    });
+    let conn = connect(lab, "podc02").await;
+    for host in ["127.0.0.1", "localhost"] {
+        let mut t = conn.tunnel(host, port).await.unwrap();
+        t.write_all(b"hello").await.unwrap();
+        let mut got = vec![0u8; 10];
+        t.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"hello back");
+    }
+    server.join().unwrap();
+    // Nothing listens there any more: opening the tunnel fails, the connection lives.
+    assert!(conn.tunnel("127.0.0.1", port).await.is_err());
+    assert!(conn.exec(&Cmd::argv(["true"])).await.unwrap().success());
+}
+
+#[tokio::test]
+async fn jump_host_carries_the_session() {
+    let lab = Lab::shared();
+    let jump = JumpHost {
+        user: "root".into(),
+        address: lab.address("podc01").into(),
+        port: 22,
+    };
+    let opts = SshOptions {
+        jump: Some(jump),
+        ..lab.ssh_options()
+    };
+    let conn = SshConnection::connect("podc02", lab.address("podc02"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.exec(&Cmd::argv(["hostname"])).await.unwrap().stdout_str(),
+        "podc02\n"
+    );
+    // The session really runs through podc01: the TCP connection to podc02's sshd
+    // belongs to an sshd (podc01's), not to this test process.
+    let ss = Command::new("ss")
+        .args(["-Htnp", "state", "established", "dst"])
+        .arg(format!("{}:22", lab.address("podc02")))
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout);
+    assert!(ss.contains("\"sshd"), "no sshd-owned connection to podc02: {ss}");
+    assert_eq!(
+        JumpHost::parse(&format!("admin@{}:2222", lab.address("podc01")), "root").unwrap(),
+        JumpHost {
+            user: "admin".into(),
+            address: lab.address("podc01").into(),
+            port: 2222
+        }
+    );
+    // An unknown jump host key is refused like any other.
+    let tmp = tempfile::tempdir().unwrap();
+    let strict_empty = SshOptions {
+        known_hosts: tmp.path().join("kh"),
+        ..opts
+    };
+    assert!(matches!(
+        SshConnection::connect("podc02", lab.address("podc02"), &strict_empty).await,
+        Err(ConnError::UnknownHostKey { .. })
+    ));
+}
