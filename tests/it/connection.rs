@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use troupe_run::connection::ssh::{HostKeyPolicy, JumpHost, SshConnection, SshOptions};
+use troupe_run::connection::ssh::{HostKeyPolicy, JumpHost, SshAuth, SshConnection, SshOptions};
 use troupe_run::connection::{Cmd, ConnError, Connection, FileAttrs, FileKind};
 use troupe_tests::Lab;
 
@@ -511,4 +511,88 @@ async fn jump_host_carries_the_session() {
         SshConnection::connect("podc02", lab.address("podc02"), &strict_empty).await,
         Err(ConnError::UnknownHostKey { .. })
     ));
+}
+
+/// ssh-agent auth reads `SSH_AUTH_SOCK` from the environment, which a test cannot set
+/// for itself (other tests run in the same process), so this test starts an agent
+/// holding the lab key and reruns this test binary with the socket in the child's
+/// environment, running only [`agent_auth_child`].
+#[test]
+fn agent_authentication() {
+    let lab = Lab::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tries = 0;
+    while !sock.exists() && tries < 500 {
+        std::thread::sleep(Duration::from_millis(10));
+        tries += 1;
+    }
+    let add = Command::new("ssh-add")
+        .arg(lab.key_path())
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "ssh-add: {}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "connection::agent_auth_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("TROUPE_AGENT_TEST_ADDRESS", lab.address("podc02"))
+        .env("TROUPE_AGENT_TEST_KNOWN_HOSTS", lab.known_hosts_path())
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child test did not run:\n{stdout}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run by agent_authentication with an ssh-agent in its environment"]
+async fn agent_auth_child() {
+    let address = std::env::var("TROUPE_AGENT_TEST_ADDRESS").expect("run through agent_authentication");
+    let known_hosts = std::env::var("TROUPE_AGENT_TEST_KNOWN_HOSTS").unwrap();
+    // Explicit agent auth.
+    let opts = SshOptions {
+        auth: SshAuth::Agent,
+        ..SshOptions::with_key("root", "/unused", &known_hosts)
+    };
+    let conn = SshConnection::connect("podc02", &address, &opts).await.unwrap();
+    assert_eq!(
+        conn.exec(&Cmd::argv(["hostname"])).await.unwrap().stdout_str(),
+        "podc02\n"
+    );
+    // No identity in the inventory + an agent in the environment: the agent is used.
+    let settings = troupe_dsl::model::ConnSettings {
+        known_hosts: Some(known_hosts),
+        ..Default::default()
+    };
+    let opts = SshOptions::from_settings(&settings, HostKeyPolicy::Strict).unwrap();
+    assert_eq!(opts.auth, SshAuth::Agent);
+    SshConnection::connect("podc02", &address, &opts).await.unwrap();
 }
