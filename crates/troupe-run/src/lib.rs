@@ -6,3 +6,8 @@ pub mod etcd;
 pub mod module;
 pub mod modules;
 pub mod pki;
+pub mod cli;
+pub mod executor;
+pub mod report;
+pub mod scheduler;
+pub mod vars;

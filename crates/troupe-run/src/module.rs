@@ -141,6 +141,11 @@ pub enum TaskError {
     #[diagnostic(transparent)]
     Conn(#[from] ConnError),
 
+    /// A template (file, argument or expression) failed for this host.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Render(#[from] troupe_render::RenderError),
+
     #[error("argument `{arg}`: {msg}")]
     #[diagnostic(code(troupe::task::bad_arg))]
     BadArg { arg: String, msg: String },

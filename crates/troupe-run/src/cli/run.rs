@@ -1,0 +1,178 @@
+//! `troupe run`: the engine's front door. Loads and checks everything, resolves
+//! `--limit` and `-e`, then hands over to the scheduler and turns its summary into the
+//! documented exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::Value;
+use troupe_dsl::model::Vars;
+
+use super::LoadArgs;
+use crate::connection::ssh::HostKeyPolicy;
+use crate::report::{OutputFormat, stdout_reporter};
+use crate::scheduler::{self, RealConnector, RunOptions};
+
+/// Run a playbook on the hosts of an inventory.
+///
+/// Every task checks the host first and changes only what differs; running the same
+/// playbook twice reports nothing changed the second time. Hosts run in parallel
+/// (`--forks` caps it), one SSH connection each for the whole run.
+///
+/// Exit codes: 0 success; 1 a task failed, a play was aborted (max-fail-percent) or the
+/// playbook/inventory/--limit is invalid; 2 bad command line; 4 nothing failed but at
+/// least one host was unreachable.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+
+    /// Only report what would change; change nothing.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Show file changes as unified diffs (masked for no-log tasks).
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Only run on hosts matching this pattern (`podc01`, `etcd:!podc03`, `podc0*`).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+
+    /// Only run tasks with one of these tags (comma separated; `always` tasks too).
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub tags: Vec<String>,
+
+    /// Skip tasks with one of these tags (comma separated).
+    #[arg(long = "skip-tags", value_delimiter = ',', value_name = "TAGS")]
+    pub skip_tags: Vec<String>,
+
+    /// Extra variables, highest precedence: `-e key=value`, `-e @vars.kdl`, or
+    /// `-e '{"key": [1, 2]}'` (repeatable).
+    #[arg(short = 'e', long = "extra-vars", value_name = "VARS")]
+    pub extra_vars: Vec<String>,
+
+    /// Hosts worked on at the same time (and connections opened at once).
+    #[arg(short = 'f', long, default_value_t = 64, value_name = "N")]
+    pub forks: usize,
+
+    /// Trust and record host keys that are not in known_hosts yet (a changed key is
+    /// still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+
+    /// Run notified handlers even on hosts where a later task failed.
+    #[arg(long)]
+    pub force_handlers: bool,
+
+    /// Output format: human progress and recap, or one JSON object per line.
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+}
+
+/// Parse the `-e` values into one map, later ones winning.
+pub fn extra_vars(values: &[String]) -> Result<Vars, miette::Report> {
+    let mut vars = Vars::new();
+    for raw in values {
+        if let Some(path) = raw.strip_prefix('@') {
+            vars.extend(troupe_dsl::load_vars_file(std::path::Path::new(path))?);
+        } else if raw.trim_start().starts_with('{') {
+            let value: Value = serde_json::from_str(raw).map_err(|e| {
+                miette::miette!(code = "troupe::cli::extra_vars", "-e {raw}: not valid JSON: {e}")
+            })?;
+            let Value::Object(map) = value else {
+                unreachable!("starts with a brace")
+            };
+            vars.extend(map);
+        } else if let Some((k, v)) = raw.split_once('=') {
+            let k = k.trim();
+            if k.is_empty()
+                || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || k.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(miette::miette!(
+                    code = "troupe::cli::extra_vars",
+                    help = "variable names are template identifiers: letters, digits and `_` (snake_case)",
+                    "-e {raw}: `{k}` is not a valid variable name"
+                ));
+            }
+            vars.insert(k.to_string(), Value::String(v.to_string()));
+        } else {
+            return Err(miette::miette!(
+                code = "troupe::cli::extra_vars",
+                help = "write `-e name=value`, `-e @file.kdl` or `-e '{{\"name\": \"value\"}}'`",
+                "-e {raw}: expected key=value"
+            ));
+        }
+    }
+    Ok(vars)
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let (inventory, playbook) = match args.load.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let extra = match extra_vars(&args.extra_vars) {
+        Ok(v) => v,
+        Err(e) => return super::report(e),
+    };
+    let limit = match &args.limit {
+        Some(raw) => match super::resolve_limit(&inventory, raw) {
+            Ok(set) => Some(set),
+            Err(msg) => {
+                return super::report(miette::miette!(
+                    code = "troupe::cli::limit",
+                    help = "check the name against the inventory; globs like `podc0*` work",
+                    "{msg}"
+                ));
+            }
+        },
+        None => None,
+    };
+    let opts = RunOptions {
+        check: args.check,
+        diff: args.diff,
+        forks: args.forks.max(1),
+        force_handlers: args.force_handlers,
+        limit,
+        tags: args.tags,
+        skip_tags: args.skip_tags,
+        extra_vars: extra,
+    };
+    let host_keys = if args.accept_new_host_keys {
+        HostKeyPolicy::AcceptNew
+    } else {
+        HostKeyPolicy::Strict
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let reporter: Arc<dyn crate::report::Reporter> = Arc::from(stdout_reporter(args.output, args.diff));
+    let summary = runtime.block_on(scheduler::run(
+        Arc::new(inventory),
+        Arc::new(playbook),
+        opts,
+        Arc::new(RealConnector::new(host_keys)),
+        reporter,
+    ));
+    ExitCode::from(summary.exit_code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_vars_forms() {
+        let v = extra_vars(&["a=1".into(), r#"{"b": [1, 2]}"#.into(), "a=2".into()]).unwrap();
+        assert_eq!(v["a"], "2");
+        assert_eq!(v["b"], serde_json::json!([1, 2]));
+        assert!(extra_vars(&["no-equals".into()]).is_err());
+        assert!(extra_vars(&["bad-name=1".into()]).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! Fans plays out over hosts: selects each play's hosts (`--limit` applied), splits
+//! them into `serial` batches, runs each task on every live host of the batch in
+//! parallel (at most `--forks` at once), then the notified handlers. A failed or
+//! unreachable host stops only itself; `max-fail-percent` (or a batch where every host
+//! failed) aborts the run. Hosts are never serialized behind one another and each
+//! keeps one connection for the whole run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use tokio::sync::Semaphore;
+use troupe_dsl::model::{ConnKind, Host, Inventory, Play, Playbook, Serial, Task, Vars};
+
+use crate::connection::local::LocalConnection;
+use crate::connection::ssh::{HostKeyPolicy, SshConnection};
+use crate::connection::{ConnError, Connection};
+use crate::executor::{self, Connector, Env, Pool, TaskInput};
+use crate::report::{Event, Reporter, Stats, Status};
+use crate::vars::Shared;
+
+/// What the command line decided.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub check: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub force_handlers: bool,
+    /// Host names allowed by `--limit` (already resolved against the inventory).
+    pub limit: Option<HashSet<String>>,
+    pub tags: Vec<String>,
+    pub skip_tags: Vec<String>,
+    pub extra_vars: Vars,
+}
+
+/// How the run ended, for the exit code.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub stats: IndexMap<String, Stats>,
+    /// A play was aborted (max-fail-percent, or a whole batch failed).
+    pub aborted: bool,
+}
+
+/// Exit codes of `troupe run` (documented in `--help` and docs/cli.md).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A task failed, a play was aborted, or the playbook/inventory is invalid.
+    pub const FAILED: i32 = 1;
+    /// Bad command line (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// Nothing failed, but at least one host could not be reached.
+    pub const UNREACHABLE: i32 = 4;
+}
+
+impl RunSummary {
+    pub fn exit_code(&self) -> i32 {
+        if self.aborted || self.stats.values().any(|s| s.failed > 0) {
+            exit::FAILED
+        } else if self.stats.values().any(|s| s.unreachable > 0) {
+            exit::UNREACHABLE
+        } else {
+            exit::OK
+        }
+    }
+}
+
+/// The real connector: SSH, or a local process for `connection=local` hosts.
+pub struct RealConnector {
+    pub host_keys: HostKeyPolicy,
+    controller: Arc<dyn Connection>,
+}
+
+impl RealConnector {
+    pub fn new(host_keys: HostKeyPolicy) -> RealConnector {
+        RealConnector {
+            host_keys,
+            controller: Arc::new(LocalConnection::new("localhost")),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for RealConnector {
+    async fn connect(&self, host: &Host) -> Result<Arc<dyn Connection>, ConnError> {
+        match host.conn.connection {
+            Some(ConnKind::Local) => Ok(Arc::new(LocalConnection::new(&host.name))),
+            _ => Ok(Arc::new(SshConnection::connect_host(host, self.host_keys).await?)),
+        }
+    }
+
+    fn controller(&self) -> Arc<dyn Connection> {
+        self.controller.clone()
+    }
+}
+
+#[derive(Default, Clone)]
+struct HostState {
+    registered: Arc<Vars>,
+    stats: Stats,
+    failed: bool,
+    unreachable: bool,
+    notified: HashSet<String>,
+}
+
+impl HostState {
+    fn live(&self) -> bool {
+        !self.failed && !self.unreachable
+    }
+}
+
+/// Whether `--tags`/`--skip-tags` let `task` run. `always` runs unless skipped by
+/// name; `never` runs only when asked for by name.
+pub fn tags_allow(task: &Task, tags: &[String], skip: &[String]) -> bool {
+    let has = |t: &str| task.tags.iter().any(|x| x == t);
+    if task.tags.iter().any(|t| skip.contains(t)) {
+        return false;
+    }
+    if tags.is_empty() {
+        return !has("never");
+    }
+    has("always") || task.tags.iter().any(|t| tags.contains(t))
+}
+
+struct Scheduler {
+    env: Arc<Env>,
+    inventory: Arc<Inventory>,
+    playbook: Arc<Playbook>,
+    opts: RunOptions,
+    reporter: Arc<dyn Reporter>,
+    hosts: IndexMap<String, HostState>,
+    running: Arc<Semaphore>,
+}
+
+/// Run the whole playbook. Everything must already be loaded and checked.
+pub async fn run(
+    inventory: Arc<Inventory>,
+    playbook: Arc<Playbook>,
+    opts: RunOptions,
+    connector: Arc<dyn Connector>,
+    reporter: Arc<dyn Reporter>,
+) -> RunSummary {
+    let started = Instant::now();
+    let forks = if opts.forks == 0 { 64 } else { opts.forks };
+    let shared = Shared::new(&inventory, opts.extra_vars.clone(), opts.check);
+    let pool = Pool::new(connector, inventory.clone(), forks);
+    let env = Arc::new(Env::new(shared, pool, opts.check, opts.diff));
+    let mut s = Scheduler {
+        env,
+        inventory,
+        playbook,
+        opts,
+        reporter,
+        hosts: IndexMap::new(),
+        running: Arc::new(Semaphore::new(forks)),
+    };
+    s.reporter.event(&Event::RunStart {
+        playbook: s.playbook.path.display().to_string(),
+        check: s.opts.check,
+    });
+    let mut aborted = false;
+    for play_idx in 0..s.playbook.plays.len() {
+        if !s.run_play(play_idx).await {
+            aborted = true;
+            break;
+        }
+    }
+    s.env.pool.close_all().await;
+    let stats: IndexMap<String, Stats> = s.hosts.iter().map(|(h, st)| (h.clone(), st.stats)).collect();
+    s.reporter.event(&Event::Recap {
+        hosts: stats.clone(),
+        elapsed: started.elapsed(),
+    });
+    RunSummary { stats, aborted }
+}
+
+/// Split hosts into `serial` batches.
+pub fn batches(hosts: &[String], serial: Option<Serial>) -> Vec<Vec<String>> {
+    let size = match serial {
+        None => hosts.len(),
+        Some(Serial::Count(n)) => n,
+        Some(Serial::Percent(p)) => (hosts.len() * p as usize).div_ceil(100),
+    }
+    .max(1);
+    hosts.chunks(size).map(|c| c.to_vec()).collect()
+}
+
+impl Scheduler {
+    fn play(&self, idx: usize) -> &Play {
+        &self.playbook.plays[idx]
+    }
+
+    /// Hosts of a play: the pattern, `--limit`, and not failed earlier in the run.
+    fn play_hosts(&self, play: &Play) -> Vec<String> {
+        self.inventory
+            .select(&play.hosts)
+            .into_iter()
+            .map(|h| h.name.clone())
+            .filter(|h| self.opts.limit.as_ref().is_none_or(|l| l.contains(h)))
+            .filter(|h| self.hosts.get(h).is_none_or(HostState::live))
+            .collect()
+    }
+
+    /// Returns false when the run must stop.
+    async fn run_play(&mut self, play_idx: usize) -> bool {
+        let play = self.play(play_idx).clone();
+        let hosts = self.play_hosts(&play);
+        for h in &hosts {
+            self.hosts.entry(h.clone()).or_default();
+        }
+        self.reporter.event(&Event::PlayStart {
+            play: play.name.clone(),
+            hosts: hosts.clone(),
+        });
+        if hosts.is_empty() {
+            return true;
+        }
+        // Open every connection of the play now, in parallel; tasks wait for their own.
+        for h in &hosts {
+            let env = self.env.clone();
+            let h = h.clone();
+            tokio::spawn(async move {
+                let _ = env.pool.get(&h).await;
+            });
+        }
+        let play_hosts = Arc::new(hosts.clone());
+        let batches = batches(&hosts, play.serial);
+        let batch_count = batches.len();
+        for (n, batch) in batches.into_iter().enumerate() {
+            if play.serial.is_some() {
+                self.reporter.event(&Event::BatchStart {
+                    play: play.name.clone(),
+                    batch: n + 1,
+                    hosts: batch.clone(),
+                });
+            }
+            for h in &batch {
+                if let Some(st) = self.hosts.get_mut(h) {
+                    st.notified.clear();
+                }
+            }
+            let mut abort: Option<String> = None;
+            for task_idx in 0..play.tasks.len() {
+                let task = &play.tasks[task_idx];
+                if !tags_allow(task, &self.opts.tags, &self.opts.skip_tags) {
+                    continue;
+                }
+                let live: Vec<String> = batch.iter().filter(|h| self.hosts[*h].live()).cloned().collect();
+                if live.is_empty() {
+                    break;
+                }
+                self.run_step(play_idx, task_idx, false, live, &play_hosts).await;
+                if let Some(reason) = self.over_fail_limit(&play, &batch) {
+                    abort = Some(reason);
+                    break;
+                }
+            }
+            self.run_handlers(play_idx, &batch, &play_hosts).await;
+            let all_failed = batch.iter().all(|h| !self.hosts[h].live());
+            if abort.is_none() && all_failed && (n + 1 < batch_count || play.max_fail_percent.is_some()) {
+                abort = Some(format!("every host of batch {} failed", n + 1));
+            }
+            if let Some(reason) = abort {
+                self.reporter.event(&Event::PlayAbort {
+                    play: play.name.clone(),
+                    reason,
+                });
+                return false;
+            }
+        }
+        true
+    }
+
+    fn over_fail_limit(&self, play: &Play, batch: &[String]) -> Option<String> {
+        let max = play.max_fail_percent?;
+        let failed = batch.iter().filter(|h| !self.hosts[*h].live()).count();
+        let percent = failed * 100 / batch.len().max(1);
+        (percent > max as usize).then(|| {
+            format!(
+                "{failed} of {} hosts failed ({percent}%), more than max-fail-percent={max}",
+                batch.len()
+            )
+        })
+    }
+
+    async fn run_handlers(&mut self, play_idx: usize, batch: &[String], play_hosts: &Arc<Vec<String>>) {
+        let handler_count = self.play(play_idx).handlers.len();
+        for idx in 0..handler_count {
+            let name = self.play(play_idx).handlers[idx].name.clone();
+            let targets: Vec<String> = batch
+                .iter()
+                .filter(|h| {
+                    let st = &self.hosts[*h];
+                    st.notified.contains(&name) && !st.unreachable && (!st.failed || self.opts.force_handlers)
+                })
+                .cloned()
+                .collect();
+            if !targets.is_empty() {
+                self.run_step(play_idx, idx, true, targets, play_hosts).await;
+            }
+        }
+    }
+
+    /// One task (or handler) on `hosts`, in parallel; results are applied after all
+    /// hosts finished, so every host of a step sees the same state.
+    async fn run_step(
+        &mut self,
+        play_idx: usize,
+        task_idx: usize,
+        handler: bool,
+        hosts: Vec<String>,
+        play_hosts: &Arc<Vec<String>>,
+    ) {
+        let play = &self.playbook.plays[play_idx];
+        let task = if handler {
+            &play.handlers[task_idx]
+        } else {
+            &play.tasks[task_idx]
+        };
+        let run_once = task.run_once;
+        let reporting: Vec<String> = if run_once {
+            hosts[..1].to_vec()
+        } else {
+            hosts.clone()
+        };
+        self.reporter.event(&Event::TaskStart {
+            play: play.name.clone(),
+            task: task.name.clone(),
+            loc: crate::report::show_loc(&task.loc),
+            handler,
+            hosts: reporting.clone(),
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for host_name in reporting {
+            let Some(host) = executor::lookup_host(&self.inventory, &host_name) else {
+                continue;
+            };
+            let registered = self.hosts[&host_name].registered.clone();
+            let env = self.env.clone();
+            let playbook = self.playbook.clone();
+            let reporter = self.reporter.clone();
+            let running = self.running.clone();
+            let play_hosts = play_hosts.clone();
+            set.spawn(async move {
+                let _permit = running.acquire_owned().await.expect("never closed");
+                let play = &playbook.plays[play_idx];
+                let task = if handler {
+                    &play.handlers[task_idx]
+                } else {
+                    &play.tasks[task_idx]
+                };
+                let out = executor::execute(
+                    &env,
+                    TaskInput {
+                        play,
+                        task,
+                        host: &host,
+                        registered: &registered,
+                        play_hosts: &play_hosts,
+                    },
+                )
+                .await;
+                reporter.event(&Event::HostResult(out.result.clone()));
+                (host.name.clone(), out)
+            });
+        }
+        let mut outputs = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(out) => outputs.push(out),
+                Err(e) => {
+                    // A panic in a module is a bug; keep the run going and say so.
+                    eprintln!("internal error: a task panicked: {e}");
+                }
+            }
+        }
+        let notify = task.notify.clone();
+        for (host_name, out) in outputs {
+            let targets: Vec<String> = if run_once {
+                hosts.clone()
+            } else {
+                vec![host_name.clone()]
+            };
+            for (i, target) in targets.iter().enumerate() {
+                let st = self.hosts.entry(target.clone()).or_default();
+                if i == 0 {
+                    st.stats.count(out.result.status, out.result.ignored);
+                    if out.unreachable {
+                        st.unreachable = true;
+                    } else if out.failed {
+                        st.failed = true;
+                    }
+                }
+                if let Some((name, value)) = &out.register {
+                    Arc::make_mut(&mut st.registered).insert(name.clone(), value.clone());
+                }
+                if out.changed && out.result.status == Status::Changed {
+                    st.notified.extend(notify.iter().cloned());
+                }
+            }
+        }
+    }
+}
