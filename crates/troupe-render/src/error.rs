@@ -138,6 +138,16 @@ pub(crate) fn convert(
     origin: &dyn Fn(&str, Option<&str>) -> Option<Origin>,
     searched: &dyn Fn() -> String,
 ) -> RenderError {
+    // A failure inside an included or imported template is wrapped by minijinja
+    // ("error in \"x.j2\"") with the real error as its source: report the innermost.
+    let mut err = &err;
+    while matches!(err.kind(), ErrorKind::BadInclude | ErrorKind::EvalBlock) {
+        match std::error::Error::source(err).and_then(|s| s.downcast_ref::<minijinja::Error>()) {
+            Some(inner) => err = inner,
+            None => break,
+        }
+    }
+
     let kind = err.kind();
     let detail = err.detail().unwrap_or("").to_string();
 
@@ -148,7 +158,7 @@ pub(crate) fn convert(
             .unwrap_or(&detail)
             .to_string();
         // A read failure is reported by our loader as an io source on the error.
-        if let Some(io) = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
+        if let Some(io) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
             return RenderError::Read {
                 path: io.path.clone(),
                 source: std::io::Error::new(io.kind, io.message.clone()),
@@ -159,7 +169,7 @@ pub(crate) fn convert(
             searched: searched(),
         };
     }
-    if let Some(io) = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
+    if let Some(io) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
         return RenderError::Read {
             path: io.path.clone(),
             source: std::io::Error::new(io.kind, io.message.clone()),
