@@ -596,3 +596,66 @@ async fn agent_auth_child() {
     assert_eq!(opts.auth, SshAuth::Agent);
     SshConnection::connect("podc02", &address, &opts).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_lab_inventory_loads_and_connects_every_host() {
+    let lab = Lab::shared();
+    let inv = troupe_dsl::load_inventory(&lab.inventory_path()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        inv.hosts.keys().map(String::as_str).collect::<Vec<_>>(),
+        lab.host_names()
+    );
+    assert_eq!(
+        inv.groups.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["etcd", "control-plane"]
+    );
+    for (name, host) in &inv.hosts {
+        assert_eq!(host.address.as_deref(), Some(lab.address(name)));
+        let conn = SshConnection::connect_host(host, HostKeyPolicy::Strict)
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.exec(&Cmd::argv(["hostname"])).await.unwrap().stdout_str(),
+            format!("{name}\n")
+        );
+    }
+
+    // A jump host given in the inventory, as `user@address`.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("jump.kdl");
+    std::fs::write(
+        &path,
+        format!(
+            "defaults user=root identity=\"{}\" known-hosts=\"{}\" connect-timeout=\"5s\"\n\
+             host podc03 address=\"{}\" jump=\"root@{}\"\n",
+            lab.key_path().display(),
+            lab.known_hosts_path().display(),
+            lab.address("podc03"),
+            lab.address("podc01"),
+        ),
+    )
+    .unwrap();
+    let inv = troupe_dsl::load_inventory(&path).unwrap_or_else(|e| panic!("{e:?}"));
+    let host = &inv.hosts["podc03"];
+    let opts = SshOptions::from_settings(&host.conn, HostKeyPolicy::Strict).unwrap();
+    assert_eq!(opts.connect_timeout, Duration::from_secs(5));
+    assert_eq!(
+        opts.jump.as_ref().map(|j| j.address.as_str()),
+        Some(lab.address("podc01"))
+    );
+    let conn = SshConnection::connect_host(host, HostKeyPolicy::Strict)
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.exec(&Cmd::argv(["hostname"])).await.unwrap().stdout_str(),
+        "podc03\n"
+    );
+}
+
+#[test]
+fn the_fixture_builds_and_runs_the_troupe_binary() {
+    let lab = Lab::shared();
+    let out = lab.troupe(&["--help"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("troupe"));
+}
