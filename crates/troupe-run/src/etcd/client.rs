@@ -340,7 +340,7 @@ pub struct ClusterHealth {
 
 impl ClusterHealth {
     /// The pure view [`super::membership::decide`] works on.
-    pub fn view(&self, added_at: impl Fn(u64) -> Option<std::time::SystemTime>) -> View {
+    pub fn view(&self, added: impl Fn(u64) -> Option<(std::time::SystemTime, String)>) -> View {
         View {
             members: self
                 .members
@@ -356,7 +356,7 @@ impl ClusterHealth {
                     } else {
                         Health::Unhealthy(m.problem.clone().unwrap_or_default())
                     },
-                    added_at: added_at(m.member.id),
+                    added: added(m.member.id),
                 })
                 .collect(),
             learner_support: self.learner_support,

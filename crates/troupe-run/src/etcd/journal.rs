@@ -25,22 +25,35 @@ fn key(cluster_id: &str, member_id: u64) -> String {
     format!("{cluster_id}/{member_id:x}")
 }
 
-fn load() -> BTreeMap<String, u64> {
+/// One join: when, and under which name (an unstarted member has none in etcd's list).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    pub at: u64,
+    pub name: String,
+}
+
+fn load() -> BTreeMap<String, Entry> {
     path()
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-/// Note that troupe added `member_id` to `cluster_id` now. Best effort.
-pub fn record(cluster_id: &str, member_id: u64) {
+/// Note that troupe added `member_id` (to be called `name`) to `cluster_id` now. Best effort.
+pub fn record(cluster_id: &str, member_id: u64, name: &str) {
     let Some(p) = path() else { return };
     let mut map = load();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    map.insert(key(cluster_id, member_id), now);
+    map.insert(
+        key(cluster_id, member_id),
+        Entry {
+            at: now,
+            name: name.to_string(),
+        },
+    );
     if let Some(dir) = p.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -52,9 +65,9 @@ pub fn record(cluster_id: &str, member_id: u64) {
     }
 }
 
-/// When troupe added this member, if it did.
-pub fn added_at(cluster_id: &str, member_id: u64) -> Option<SystemTime> {
+/// When troupe added this member and under which name, if it did.
+pub fn lookup(cluster_id: &str, member_id: u64) -> Option<(SystemTime, String)> {
     load()
         .get(&key(cluster_id, member_id))
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(*s))
+        .map(|e| (SystemTime::UNIX_EPOCH + Duration::from_secs(e.at), e.name.clone()))
 }

@@ -28,8 +28,9 @@ pub enum Health {
 pub struct MemberView {
     pub info: MemberInfo,
     pub health: Health,
-    /// When troupe added it, if it did (see [`super::journal`]).
-    pub added_at: Option<SystemTime>,
+    /// When troupe added it and the name it was added for, if troupe did (see
+    /// [`super::journal`]).
+    pub added: Option<(SystemTime, String)>,
 }
 
 /// The cluster as one existing member reports it.
@@ -112,7 +113,7 @@ impl MemberView {
     /// The "was added 2 min ago and never started" refusal for this member.
     pub fn not_started_error(&self, name_hint: &str, now: SystemTime) -> EtcdError {
         let peer_url = self.info.peer_urls.first().cloned().unwrap_or_default();
-        let since = match self.added_at.and_then(|t| now.duration_since(t).ok()) {
+        let since = match self.added.as_ref().and_then(|(t, _)| now.duration_since(*t).ok()) {
             Some(d) => format!(" {}", ago(d)),
             None => String::new(),
         };
@@ -129,6 +130,8 @@ impl MemberView {
             self.info.name.clone()
         } else if !name_hint.is_empty() {
             name_hint.to_string()
+        } else if let Some((_, name)) = self.added.as_ref().filter(|(_, n)| !n.is_empty()) {
+            name.clone()
         } else {
             "a member".to_string()
         };
@@ -329,7 +332,7 @@ mod tests {
         MemberView {
             info,
             health,
-            added_at: None,
+            added: None,
         }
     }
 
@@ -427,13 +430,13 @@ mod tests {
     #[test]
     fn another_unstarted_member_blocks_a_new_add_with_its_story() {
         let mut stuck = healthy(member(3, "", 3, true, false));
-        stuck.added_at = Some(now() - Duration::from_secs(130));
+        stuck.added = Some((now() - Duration::from_secs(130), "etcd03".into()));
         let v = view(vec![healthy(member(1, "etcd01", 1, false, true)), stuck]);
         let err = decide(&v, &want("etcd04", 4, Goal::Present), now()).unwrap_err();
         assert!(matches!(err, EtcdError::Unfinished { .. }));
         assert_eq!(
             err.to_string(),
-            "a previous change is unfinished: a member (3) was added 2 min ago and never started; \
+            "a previous change is unfinished: etcd03 (3) was added 2 min ago and never started; \
              its peer URL https://10.1.1.203:2380 is not answering"
         );
     }

@@ -105,7 +105,17 @@ impl Module for EtcdHealth {
 
     async fn check(&self, spec: &HealthSpec, cx: &TaskCx<'_>) -> Result<Check<()>, TaskError> {
         let start = Instant::now();
-        let mut etcd = spec.conn.connect(cx).await?;
+        // Members that are still starting count as "not healthy yet", not as a failure.
+        let mut etcd = loop {
+            match spec.conn.connect(cx).await {
+                Ok(etcd) => break etcd,
+                Err(e) if start.elapsed() + std::time::Duration::from_millis(500) < spec.timeout => {
+                    tracing::debug!("etcd not answering yet: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let voting_ok = |h: &ClusterHealth| {
             spec.voting
                 .is_none_or(|n| h.members.iter().filter(|m| !m.member.is_learner).count() as u64 >= n)

@@ -150,7 +150,7 @@ fn members_data(cluster_id: &str, members: &[MemberInfo], member: Option<&Member
 }
 
 fn view(health: &ClusterHealth) -> crate::etcd::membership::View {
-    health.view(|id| journal::added_at(&health.cluster_id, id))
+    health.view(|id| journal::lookup(&health.cluster_id, id))
 }
 
 #[async_trait]
@@ -227,7 +227,7 @@ impl Module for EtcdMember {
             Decision::Add { learner } => {
                 let (member, members) = etcd.add_member(&want.peer_url, learner, spec.timeout).await?;
                 let (cluster_id, _) = etcd.members().await?;
-                journal::record(&hex_id(cluster_id), member.id);
+                journal::record(&hex_id(cluster_id), member.id, &want.name);
                 msg = format!(
                     "added {} ({}) as {}; start it with --initial-cluster-state=existing",
                     want.name,
