@@ -16,7 +16,7 @@ use miette::{NamedSource, SourceSpan};
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
-use super::issue::{DEFAULT_EXPIRY, San, Subject, Usages};
+use super::issue::{CaRequest, CertRequest, DEFAULT_EXPIRY, San, Subject, Usages};
 use super::keys::KeyType;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -360,6 +360,26 @@ impl CfsslCsr {
     /// Expiry of a CA made from this CSR: `ca.expiry`, else cfssl's five years.
     pub fn ca_expiry_or_default(&self) -> Duration {
         self.ca_expiry.unwrap_or(DEFAULT_EXPIRY)
+    }
+
+    /// What `cfssl gencert -initca THIS.json` makes.
+    pub fn ca_request(&self) -> CaRequest {
+        CaRequest {
+            subject: self.subject.clone(),
+            key_type: self.key_type,
+            expiry: self.ca_expiry_or_default(),
+        }
+    }
+
+    /// What `cfssl gencert -config … -profile P THIS.json` makes, `policy` being P.
+    pub fn cert_request(&self, policy: &CfsslPolicy) -> CertRequest {
+        CertRequest {
+            subject: self.subject.clone(),
+            sans: self.hosts.clone(),
+            key_type: self.key_type,
+            usages: policy.usages.clone(),
+            expiry: policy.expiry,
+        }
     }
 }
 

@@ -441,10 +441,14 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// cfssl's validity: `not_before` is now rounded to the minute, minus five minutes;
+/// `not_after` is `not_before` plus the expiry, so the lengths match cfssl's exactly.
 fn validity(now: OffsetDateTime, expiry: Duration) -> (OffsetDateTime, OffsetDateTime) {
-    let not_before = now - BACKDATE;
-    let not_after = now + expiry;
-    (not_before, not_after)
+    let secs = now.unix_timestamp();
+    let rounded = (secs + 30).div_euclid(60) * 60;
+    let rounded = OffsetDateTime::from_unix_timestamp(rounded).unwrap_or(now);
+    let not_before = rounded - BACKDATE;
+    (not_before, not_before + expiry)
 }
 
 /// Create a self-signed CA with a fresh key. `now` is a parameter so tests can make
@@ -656,7 +660,11 @@ mod tests {
         assert!(signed_by(&pem, ca.cert_pem()));
         assert!(key_matches(&key, &leaf.spki_der));
         let days = (leaf.not_after - leaf.not_before).whole_days();
-        assert_eq!(days, 1825, "43800h plus the 5-minute backdate");
+        assert_eq!(
+            leaf.not_after - leaf.not_before,
+            time::Duration::hours(43_800),
+            "exactly 43800h, like cfssl"
+        );
     }
 
     #[test]

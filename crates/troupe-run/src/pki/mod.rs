@@ -21,10 +21,11 @@ pub mod naming;
 pub use cfssl::{CfsslConfig, CfsslCsr, CfsslPolicy};
 pub use inspect::{CertFacts, Reason, inspect, needs_reissue, signed_by};
 pub use issue::{
-    Ca, CaRequest, CertRequest, ExtUsage, KeyUsage, Profile, San, Subject, Usages, create_ca, issue_for_key,
-    issue_for_spki, issue_from_csr, issue_with_new_key,
+    Ca, CaRequest, CertRequest, DEFAULT_EXPIRY, ExtUsage, KeyUsage, Profile, San, Subject, Usages, create_ca,
+    create_ca_with_key, csr_for_key, csr_public_key, issue_for_key, issue_for_spki, issue_from_csr,
+    issue_with_new_key,
 };
-pub use keys::{KeyType, PrivateKey, generate_key, load_key};
+pub use keys::{KeyType, PrivateKey, generate_key, key_matches, load_key};
 pub use naming::{Naming, PkiPaths};
 
 use std::time::Duration;
