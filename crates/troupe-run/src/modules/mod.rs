@@ -15,6 +15,7 @@ pub mod etcd_snapshot;
 pub mod etcd_status;
 pub mod fetch;
 pub mod file;
+pub mod kube_apiserver_etcd;
 pub mod pki_ca;
 pub mod pki_cert;
 pub mod service;
@@ -46,6 +47,7 @@ pub fn all() -> &'static [&'static dyn DynModule] {
         &etcd_status::EtcdStatus,
         &etcd_snapshot::EtcdSnapshot,
         &etcd_data_dir_check::EtcdDataDirCheck,
+        &kube_apiserver_etcd::KubeApiserverEtcd,
         &pki_ca::PkiCa,
         &pki_cert::PkiCert,
     ];
