@@ -76,6 +76,9 @@ pub(crate) fn module_args(
     let mut spans: Vec<SourceSpan> = Vec::new();
     let known: Vec<&str> = spec.args.iter().map(|a| a.name).collect();
 
+    // an unknown argument that looks like a missing required one is reported once,
+    // as the misspelling, not again as "missing"
+    let mut suggested: Vec<&str> = Vec::new();
     let mut add = |cx: &mut Cx,
                    name: &str,
                    name_span: SourceSpan,
@@ -83,6 +86,9 @@ pub(crate) fn module_args(
                    span: SourceSpan,
                    entry: Option<&KdlEntry>| {
         let Some(arg) = spec.arg(name) else {
+            if let Some(close) = known.iter().find(|k| strsim::jaro_winkler(name, k) >= 0.8) {
+                suggested.push(close);
+            }
             cx.error(DslError::UnknownArgument {
                 module: module.to_string(),
                 name: name.to_string(),
@@ -160,7 +166,7 @@ pub(crate) fn module_args(
     }
 
     for arg in spec.args.iter().filter(|a| a.required) {
-        if !args.contains_key(arg.name) {
+        if !args.contains_key(arg.name) && !suggested.contains(&arg.name) {
             let how = if arg.positional {
                 format!("add it: `{module} \"...\"` or `{}=...`", arg.name)
             } else {

@@ -311,10 +311,7 @@ impl Diagnostic for Located {
 /// What a loader returns when anything is wrong: every problem found, in file order.
 #[derive(Debug, Error, Diagnostic)]
 #[error("{path}: {}", count(.problems.len()))]
-#[diagnostic(
-    code(troupe::dsl::invalid),
-    help("fix the problems above and run `troupe check` again")
-)]
+#[diagnostic(code(troupe::dsl::invalid))]
 pub struct Invalid {
     pub path: String,
     #[related]

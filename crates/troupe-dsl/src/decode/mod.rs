@@ -78,9 +78,18 @@ impl Cx {
                 for d in err.diagnostics {
                     let span = clamp(d.span, text.len());
                     let found = self.file.slice(span).to_string();
-                    let message = d.message.unwrap_or_else(|| "invalid KDL".into());
-                    let help = v1_hint(&found).or(d.help);
-                    let label = d.label.unwrap_or_else(|| "here".into());
+                    let (message, label, help) = match v1_hint(&found) {
+                        Some((word, help)) => (
+                            format!("`{word}` is not a value in KDL v2"),
+                            format!("write #{word}"),
+                            Some(help),
+                        ),
+                        None => (
+                            d.message.unwrap_or_else(|| "invalid KDL".into()),
+                            d.label.unwrap_or_else(|| "here".into()),
+                            d.help,
+                        ),
+                    };
                     self.error(DslError::Syntax {
                         message,
                         span,
@@ -305,15 +314,17 @@ fn is_bool_word(s: &str) -> bool {
 }
 
 /// KDL v1 wrote `true`, `false` and `null` bare; v2 rejects them as identifiers.
-fn v1_hint(found: &str) -> Option<String> {
+/// Returns the keyword and the help to show.
+fn v1_hint(found: &str) -> Option<(&str, String)> {
     let word = found.trim().trim_start_matches('=');
-    let fix = match word {
-        "true" | "false" | "null" | "inf" | "nan" => word,
-        "-inf" => "-inf",
-        _ => return None,
-    };
-    Some(format!(
-        "KDL v2 writes keywords with a `#`: write `#{fix}` (bare `{word}` is KDL v1; for the string write \"{word}\")"
+    if !matches!(word, "true" | "false" | "null" | "inf" | "-inf" | "nan") {
+        return None;
+    }
+    Some((
+        word,
+        format!(
+            "KDL v2 writes keywords with a `#`: `#{word}`; bare `{word}` is KDL v1 (for the string, quote it: \"{word}\")"
+        ),
     ))
 }
 
