@@ -77,7 +77,8 @@ Registered result: `cert`, `key`, `subject`, `key_type`, `not_after`, `serial`, 
     ],
     one_of: &[],
     example: r#"task "Cluster CA" {
-    pki-ca dir="pki" cn="etcd CA" o="troupe" key-type="rsa-2048" run-once=#true
+    pki-ca dir="pki" cn="etcd CA" o="troupe" key-type="rsa-2048"
+    run-once #true
 }"#,
 };
 

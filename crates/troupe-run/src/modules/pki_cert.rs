@@ -169,7 +169,7 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
     one_of: &[],
     example: r#"task "etcd server certificate" {
     pki-cert "server" ca-dir="pki" dest="/etc/kubernetes/pki/etcd-certs" profile="server" client-auth=#true {
-        sans "127.0.0.1" "{{ ansible_host }}" "localhost"
+        sans "127.0.0.1" "{{ address }}" "localhost"
     }
 }"#,
 };

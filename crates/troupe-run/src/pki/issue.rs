@@ -659,7 +659,6 @@ mod tests {
         assert_eq!(leaf.issuer, f.subject);
         assert!(signed_by(&pem, ca.cert_pem()));
         assert!(key_matches(&key, &leaf.spki_der));
-        let days = (leaf.not_after - leaf.not_before).whole_days();
         assert_eq!(
             leaf.not_after - leaf.not_before,
             time::Duration::hours(43_800),
