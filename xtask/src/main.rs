@@ -2,6 +2,8 @@
 //! One file per task; the lab and the package check live in the library so the
 //! integration tests share them.
 
+mod bench;
+mod codegen;
 mod demo;
 mod test;
 
@@ -17,7 +19,10 @@ tasks:
   lab up [N] [--name NAME]        start N (default 3) sshd hosts podc01.. on 127.0.X.1..N
   lab down [--name NAME | --all]  stop a lab (default \"default\") or all of them
   lab status [--name NAME]        show labs, hosts, pids, liveness
-  deps                  only check/install the Debian packages";
+  deps                  only check/install the Debian packages
+  codegen               regenerate docs/modules.md from the module registry
+  bench [OPTIONS]       fan-out speed vs plain OpenSSH, Ansible, pyinfra (`bench --help`);
+                        `bench --micro` runs the criterion micro-benchmarks";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +31,8 @@ fn main() -> ExitCode {
         Some("test") => return test::run(&args[1..]),
         Some("lab") => lab::cli(&args[1..]),
         Some("deps") => deps::ensure_packages(),
+        Some("bench") => bench::run(&args[1..]),
+        Some("codegen") => codegen::run(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

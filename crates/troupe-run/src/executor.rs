@@ -145,13 +145,43 @@ impl Env {
     }
 }
 
-/// Search dirs of a task: its role's folder first, then the play's.
+/// Base folders of a task, most specific first, each holding `templates/` and
+/// `files/`: its role's folder, the play's (the playbook's folder), then the shared
+/// top-level one (the playbook folder's parent, e.g. the repository root holding
+/// `playbooks/` and `templates/`) when it has a `templates/` or `files/` folder.
 pub fn search_dirs(play: &Play, task: &Task) -> Vec<PathBuf> {
-    let mut dirs = Vec::with_capacity(play.search_dirs.len() + 1);
+    let mut dirs: Vec<PathBuf> = Vec::with_capacity(play.search_dirs.len() + 2);
+    let mut push = |d: PathBuf| {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    };
     if let Some(role) = &task.role {
-        dirs.push(role.dir.clone());
+        push(role.dir.clone());
     }
-    dirs.extend(play.search_dirs.iter().cloned());
+    for d in &play.search_dirs {
+        // The checker lists `DIR/templates`, `DIR/files` and `DIR`: keep `DIR`.
+        let base = match d.file_name().and_then(|n| n.to_str()) {
+            Some("templates" | "files") => d.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| d.clone()),
+            _ => d.clone(),
+        };
+        push(base);
+    }
+    let top = play
+        .search_dirs
+        .last()
+        .and_then(|d| d.parent())
+        .map(|p| p.to_path_buf());
+    if let Some(top) = top {
+        let top = if top.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            top
+        };
+        if top.join("templates").is_dir() || top.join("files").is_dir() {
+            push(top);
+        }
+    }
     dirs
 }
 
@@ -439,10 +469,13 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
             if let Value::Object(map) = &mut r.data {
                 map.insert("item".into(), item.clone());
             }
+            let shown = show_item(&item);
             if let Some(msg) = &mut r.msg {
-                *msg = format!("{}: {msg}", show_item(&item));
+                if !msg.contains(&shown) {
+                    *msg = format!("{shown}: {msg}");
+                }
             } else if r.status == Status::Changed {
-                r.msg = Some(show_item(&item));
+                r.msg = Some(shown);
             }
         }
         let stop = matches!(r.status, Status::Failed | Status::Unreachable);
