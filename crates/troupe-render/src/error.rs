@@ -200,8 +200,9 @@ pub(crate) fn convert(
         ),
     };
 
+    let about_undefined = kind == ErrorKind::UndefinedError || undefined_name(&detail).is_some();
     match kind {
-        ErrorKind::UndefinedError => {
+        _ if about_undefined => {
             let snippet = src
                 .as_ref()
                 .zip(span)

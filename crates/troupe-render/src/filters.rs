@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use base64::Engine as _;
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::{Kwargs, StringInput, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 use sha2::Digest as _;
 
@@ -33,6 +33,15 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("regex_replace", regex_replace);
     env.add_filter("ipwrap", ipwrap);
     env.add_function("fail", fail);
+}
+
+/// Strict undefined for filters that take any value: fails the way minijinja's own
+/// filters do, naming the undefined expression.
+fn defined(state: &State, value: &Value) -> Result<(), Error> {
+    if value.is_undefined() {
+        StringInput::new(state, value)?;
+    }
+    Ok(())
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
@@ -276,18 +285,20 @@ fn wrap_ipv6(address: &str) -> String {
 }
 
 /// `"::1" | ipwrap` → `[::1]`; IPv4 addresses and names are unchanged.
-fn ipwrap(address: &str) -> String {
-    wrap_ipv6(address)
+fn ipwrap(address: StringInput<'_>) -> String {
+    wrap_ipv6(address.as_str())
 }
 
 // ---------------------------------------------------------------------------------
 // serialisation
 
-fn to_json(value: &Value) -> Result<String, Error> {
+fn to_json(state: &State, value: &Value) -> Result<String, Error> {
+    defined(state, value)?;
     serde_json::to_string(value).map_err(|e| invalid(format!("cannot serialise to JSON: {e}")))
 }
 
-fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+fn to_nice_json(state: &State, value: &Value, kwargs: Kwargs) -> Result<String, Error> {
+    defined(state, value)?;
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
     let indent = " ".repeat(indent.unwrap_or(4));
@@ -299,12 +310,14 @@ fn to_nice_json(value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     Ok(String::from_utf8(out).expect("serde_json writes UTF-8"))
 }
 
-fn to_yaml(value: &Value) -> Result<String, Error> {
+fn to_yaml(state: &State, value: &Value) -> Result<String, Error> {
+    defined(state, value)?;
     serde_yaml::to_string(value).map_err(|e| invalid(format!("cannot serialise to YAML: {e}")))
 }
 
 /// One YAML scalar, quoted only when YAML would otherwise read it as something else.
-fn to_yaml_string(value: &Value) -> Result<String, Error> {
+fn to_yaml_string(state: &State, value: &Value) -> Result<String, Error> {
+    defined(state, value)?;
     if matches!(value.kind(), ValueKind::Map | ValueKind::Seq) {
         return Err(invalid(
             "to_yaml_string takes a scalar; use to_yaml for lists and maps",
@@ -314,13 +327,14 @@ fn to_yaml_string(value: &Value) -> Result<String, Error> {
     let out = out.strip_suffix('\n').unwrap_or(&out);
     if out.contains('\n') {
         // serde_yaml writes multi-line strings as block scalars; inline needs quotes.
-        return yaml_quote(value);
+        return yaml_quote(state, value);
     }
     Ok(out.to_string())
 }
 
 /// A YAML double-quoted scalar, always quoted (JSON string syntax is valid YAML).
-fn yaml_quote(value: &Value) -> Result<String, Error> {
+fn yaml_quote(state: &State, value: &Value) -> Result<String, Error> {
+    defined(state, value)?;
     let s = match value.as_str() {
         Some(s) => s.to_string(),
         None => value.to_string(),
@@ -331,13 +345,13 @@ fn yaml_quote(value: &Value) -> Result<String, Error> {
 // ---------------------------------------------------------------------------------
 // strings
 
-fn b64encode(value: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+fn b64encode(value: StringInput<'_>) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.as_str().as_bytes())
 }
 
-fn b64decode(value: &str) -> Result<String, Error> {
+fn b64decode(value: StringInput<'_>) -> Result<String, Error> {
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
+        .decode(value.as_str().trim())
         .map_err(|e| invalid(format!("not valid base64: {e}")))?;
     String::from_utf8(bytes).map_err(|_| invalid("the decoded bytes are not UTF-8 text"))
 }
@@ -353,25 +367,24 @@ pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-fn quote(value: &Value) -> String {
-    match value.as_str() {
-        Some(s) => shell_quote(s),
-        None => shell_quote(&value.to_string()),
-    }
+fn quote(value: StringInput<'_>) -> String {
+    shell_quote(value.as_str())
 }
 
-fn sha256(value: &str) -> String {
-    hex::encode(sha2::Sha256::digest(value.as_bytes()))
+fn sha256(value: StringInput<'_>) -> String {
+    hex::encode(sha2::Sha256::digest(value.as_str().as_bytes()))
 }
 
 /// Python's `os.path.basename`: the part after the last `/` (empty for `a/`).
-fn basename(path: &str) -> String {
+fn basename(path: StringInput<'_>) -> String {
+    let path = path.as_str();
     path.rsplit_once('/').map_or(path, |(_, b)| b).to_string()
 }
 
 /// Python's `os.path.dirname`: the part before the last `/`, trailing slashes removed
 /// unless it is all slashes.
-fn dirname(path: &str) -> String {
+fn dirname(path: StringInput<'_>) -> String {
+    let path = path.as_str();
     match path.rfind('/') {
         None => String::new(),
         Some(i) => {
@@ -409,7 +422,7 @@ fn regex_cache() -> &'static Mutex<HashMap<(String, bool), regex::Regex>> {
 /// Ansible's `regex_replace(pattern, replacement, ignorecase=false)`, with Python's
 /// `\1` / `\g<name>` back-references in the replacement.
 fn regex_replace(
-    value: &str,
+    value: StringInput<'_>,
     pattern: &str,
     replacement: Option<&str>,
     kwargs: Kwargs,
@@ -435,7 +448,7 @@ fn regex_replace(
         }
     };
     let replacement = python_replacement(replacement.unwrap_or(""));
-    Ok(re.replace_all(value, replacement.as_str()).into_owned())
+    Ok(re.replace_all(value.as_str(), replacement.as_str()).into_owned())
 }
 
 /// `\1` → `${1}`, `\g<name>` → `${name}`, `$` → `$$`, `\\` → `\`.
