@@ -924,14 +924,18 @@ fn inner_span(e: &KdlEntry, value: &str, range: Option<std::ops::Range<usize>>) 
     let Some(repr) = e.format().map(|f| f.value_repr.as_str()) else {
         return whole;
     };
-    if repr.len() != value.len() + 2 || !repr.starts_with('"') || &repr[1..repr.len() - 1] != value {
+    // the value must appear verbatim between symmetric delimiters: `x`, `"x"`, `#"x"#`
+    let Some(lead) = repr.find(value) else {
+        return whole;
+    };
+    if value.is_empty() || repr.len() != 2 * lead + value.len() {
         return whole;
     }
     let end = whole.offset() + whole.len();
-    let Some(value_start) = end.checked_sub(repr.len()) else {
+    let Some(value_start) = end.checked_sub(repr.len() - lead) else {
         return whole;
     };
-    let start = (value_start + 1 + range.start).min(end);
+    let start = (value_start + range.start).min(end);
     let len = range
         .end
         .saturating_sub(range.start)

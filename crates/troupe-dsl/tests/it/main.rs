@@ -1,8 +1,11 @@
 //! The troupe-dsl test binary: data-driven ok/err files, the language reference's
 //! examples, behaviour (precedence, patterns, roles), and a no-panic sweep.
 
+mod api;
 mod data;
+mod docs;
 
+mod perf;
 mod registry;
 
 use std::path::{Path, PathBuf};
