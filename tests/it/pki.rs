@@ -538,7 +538,9 @@ fn args(v: serde_json::Value) -> Args {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_over_ssh_issue_keep_and_reissue_only_what_changed() {
-    let lab = troupe_tests::Lab::shared();
+    // A lab of its own: these steps write under the hosts' /srv and must not race
+    // another test binary restarting the shared lab.
+    let lab = &troupe_tests::Lab::start("pki-modules", 1);
     let dir = lab.scratch("pki_modules");
     let conn = SshConnection::connect("podc01", lab.address("podc01"), &lab.ssh_options())
         .await
@@ -694,4 +696,113 @@ async fn modules_over_ssh_issue_keep_and_reissue_only_what_changed() {
         "{err}"
     );
     assert_eq!(std::fs::read(local("server-key.pem")).unwrap(), b"not a key\n");
+}
+
+// ---------------------------------------------------------------- the real binary
+
+fn pki_playbook(ca_dir: &Path, dest: &str, extra_san: Option<&str>) -> String {
+    let extra = extra_san.map(|s| format!(" \"{s}\"")).unwrap_or_default();
+    format!(
+        r#"play "PKI" hosts=etcd {{
+    vars {{
+        ca_dir "{ca_dir}"
+        pki_dest "{dest}"
+    }}
+    task "Cluster CA" {{
+        pki-ca dir="{{{{ ca_dir }}}}" cfssl-csr="{ca_csr}"
+        run-once #true
+    }}
+    task "etcd server certificate" {{
+        pki-cert "server" ca-dir="{{{{ ca_dir }}}}" dest="{{{{ pki_dest }}}}" profile="server" client-auth=#true {{
+            sans "127.0.0.1" "{{{{ address }}}}"{extra}
+        }}
+    }}
+    task "etcd peer certificate" {{
+        pki-cert "peer" ca-dir="{{{{ ca_dir }}}}" dest="{{{{ pki_dest }}}}" profile="peer" key-location="controller" {{
+            sans "127.0.0.1" "{{{{ address }}}}"
+        }}
+    }}
+}}
+"#,
+        ca_dir = ca_dir.display(),
+        ca_csr = fixtures().join("ca-csr.json").display(),
+    )
+}
+
+fn troupe_run(lab: &troupe_tests::Lab, play: &Path, extra: &[&str]) -> (i32, String) {
+    let inventory = lab.inventory_path();
+    let mut args = vec!["run", play.to_str().unwrap(), "-i", inventory.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = lab.troupe(&args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn playbook_issues_then_reports_unchanged_then_reissues_only_the_changed_cert() {
+    let lab = &troupe_tests::Lab::start("pki-playbook", 3);
+    let dest = lab.scratch("pki_playbook");
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_dir = tmp.path().join("ca");
+    let play = tmp.path().join("pki.kdl");
+
+    std::fs::write(&play, pki_playbook(&ca_dir, &dest, None)).unwrap();
+    let (code, out) = troupe_run(lab, &play, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("created CA"), "{out}");
+    assert!(out.contains("OK: 3 hosts, 0 ok, 7 changed"), "{out}");
+    for host in lab.host_names() {
+        let ca = ca_dir.join("ca.pem");
+        for f in ["server.pem", "peer.pem"] {
+            let path = lab.host_path(host, "/srv").join("tests/pki_playbook").join(f);
+            assert!(openssl_verify(&ca, &path), "{host}:{f}");
+        }
+    }
+
+    let (code, out) = troupe_run(lab, &play, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("OK: 3 hosts, 7 ok, 0 changed"),
+        "second run must change nothing:\n{out}"
+    );
+
+    // A SAN added to the server certificate: --check names it and writes nothing...
+    std::fs::write(&play, pki_playbook(&ca_dir, &dest, Some("etcd.example.com"))).unwrap();
+    let before = std::fs::read(
+        lab.host_path("podc02", "/srv")
+            .join("tests/pki_playbook/server.pem"),
+    )
+    .unwrap();
+    let (code, out) = troupe_run(lab, &play, &["--check", "--diff", "--limit", "podc02"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "would change: reissue {dest}/server.pem: SAN etcd.example.com missing"
+        )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("peer.pem"),
+        "the peer certificate must not be touched:\n{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+    assert_eq!(
+        std::fs::read(
+            lab.host_path("podc02", "/srv")
+                .join("tests/pki_playbook/server.pem")
+        )
+        .unwrap(),
+        before
+    );
+
+    // ...and the real run reissues the server certificates only.
+    let (code, out) = troupe_run(lab, &play, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK: 3 hosts, 4 ok, 3 changed"), "{out}");
+    let (_, out) = troupe_run(lab, &play, &[]);
+    assert!(out.contains("0 changed"), "{out}");
 }
