@@ -318,18 +318,35 @@ fn to_yaml(state: &State, value: &Value) -> Result<String, Error> {
 /// One YAML scalar, quoted only when YAML would otherwise read it as something else.
 fn to_yaml_string(state: &State, value: &Value) -> Result<String, Error> {
     defined(state, value)?;
-    if matches!(value.kind(), ValueKind::Map | ValueKind::Seq) {
-        return Err(invalid(
+    match value.kind() {
+        ValueKind::Map | ValueKind::Seq => Err(invalid(
             "to_yaml_string takes a scalar; use to_yaml for lists and maps",
-        ));
+        )),
+        ValueKind::String => Ok(yaml_scalar(value.as_str().unwrap_or_default())),
+        _ => {
+            let out = serde_yaml::to_string(value)
+                .map_err(|e| invalid(format!("cannot serialise to YAML: {e}")))?;
+            Ok(out.trim_end().to_string())
+        }
     }
-    let out = serde_yaml::to_string(value).map_err(|e| invalid(format!("cannot serialise to YAML: {e}")))?;
-    let out = out.strip_suffix('\n').unwrap_or(&out);
-    if out.contains('\n') {
-        // serde_yaml writes multi-line strings as block scalars; inline needs quotes.
-        return yaml_quote(state, value);
+}
+
+/// A string as one YAML scalar: plain when every YAML reader (1.2 like serde_yaml, and
+/// 1.1 like the go-yaml inside Kubernetes, where `yes`, `on` and `1:20` are not
+/// strings) reads it back as the same string; double-quoted otherwise.
+pub(crate) fn yaml_scalar(s: &str) -> String {
+    let yaml11_special = ["y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"]
+        .contains(&s.to_ascii_lowercase().as_str());
+    let numeric_looking = s.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
+        && s.chars().any(|c| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() || "xXoO_.:+-".contains(c));
+    let plain_by_serde = serde_yaml::to_string(s).is_ok_and(|out| out.trim_end() == s && !s.contains('\n'));
+    if plain_by_serde && !yaml11_special && !numeric_looking {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).expect("a string always serialises")
     }
-    Ok(out.to_string())
 }
 
 /// A YAML double-quoted scalar, always quoted (JSON string syntax is valid YAML).
@@ -377,14 +394,20 @@ fn sha256(value: StringInput<'_>) -> String {
 
 /// Python's `os.path.basename`: the part after the last `/` (empty for `a/`).
 fn basename(path: StringInput<'_>) -> String {
-    let path = path.as_str();
+    basename_str(path.as_str())
+}
+
+fn basename_str(path: &str) -> String {
     path.rsplit_once('/').map_or(path, |(_, b)| b).to_string()
 }
 
 /// Python's `os.path.dirname`: the part before the last `/`, trailing slashes removed
 /// unless it is all slashes.
 fn dirname(path: StringInput<'_>) -> String {
-    let path = path.as_str();
+    dirname_str(path.as_str())
+}
+
+fn dirname_str(path: &str) -> String {
     match path.rfind('/') {
         None => String::new(),
         Some(i) => {
@@ -515,16 +538,16 @@ mod tests {
 
     #[test]
     fn dirname_and_basename_follow_python() {
-        assert_eq!(basename("/etc/kubernetes/pki/etcd/ca.crt"), "ca.crt");
-        assert_eq!(basename("dir/"), "");
-        assert_eq!(basename("file"), "file");
+        assert_eq!(basename_str("/etc/kubernetes/pki/etcd/ca.crt"), "ca.crt");
+        assert_eq!(basename_str("dir/"), "");
+        assert_eq!(basename_str("file"), "file");
         assert_eq!(
-            dirname("/etc/kubernetes/pki/etcd/ca.crt"),
+            dirname_str("/etc/kubernetes/pki/etcd/ca.crt"),
             "/etc/kubernetes/pki/etcd"
         );
-        assert_eq!(dirname("/ca.crt"), "/");
-        assert_eq!(dirname("ca.crt"), "");
-        assert_eq!(dirname("a//b"), "a");
+        assert_eq!(dirname_str("/ca.crt"), "/");
+        assert_eq!(dirname_str("ca.crt"), "");
+        assert_eq!(dirname_str("a//b"), "a");
     }
 
     #[test]
@@ -532,6 +555,42 @@ mod tests {
         assert_eq!(python_replacement(r"\1-\2"), "${1}-${2}");
         assert_eq!(python_replacement(r"\g<port>"), "${port}");
         assert_eq!(python_replacement("cost $5"), "cost $$5");
+    }
+
+    #[test]
+    fn yaml_scalars_are_plain_only_when_every_reader_agrees() {
+        assert_eq!(
+            yaml_scalar("--initial-cluster-state=new"),
+            "--initial-cluster-state=new"
+        );
+        assert_eq!(
+            yaml_scalar("--initial-cluster=a=https://10.1.1.201:2380,b=https://[::1]:2380"),
+            "--initial-cluster=a=https://10.1.1.201:2380,b=https://[::1]:2380"
+        );
+        assert_eq!(yaml_scalar("/var/lib/etcd"), "/var/lib/etcd");
+        for quoted in [
+            "yes",
+            "On",
+            "null",
+            "~",
+            "123",
+            "1:20",
+            "0x1F",
+            "1e3",
+            "",
+            "a: b",
+            "#x",
+            "- a",
+            "line\nbreak",
+        ] {
+            assert!(
+                yaml_scalar(quoted).starts_with('"'),
+                "{quoted:?} -> {}",
+                yaml_scalar(quoted)
+            );
+            let back: String = serde_yaml::from_str(&yaml_scalar(quoted)).unwrap();
+            assert_eq!(back, quoted);
+        }
     }
 
     #[test]

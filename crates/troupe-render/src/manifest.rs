@@ -409,13 +409,8 @@ impl Entry {
     }
 }
 
-/// The value as one YAML scalar: plain when YAML would read it back as the same string,
-/// double-quoted otherwise (what kubeadm's serializer does too).
 fn yaml_scalar(s: &str) -> String {
-    match serde_yaml::to_string(s) {
-        Ok(out) if !out.trim_end().contains('\n') => out.trim_end().to_string(),
-        _ => serde_json::to_string(s).expect("a string always serialises"),
-    }
+    crate::filters::yaml_scalar(s)
 }
 
 /// Parses the edited text and checks that it differs from the original only in the
