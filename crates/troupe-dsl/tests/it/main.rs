@@ -4,6 +4,7 @@
 mod api;
 mod data;
 mod docs;
+mod no_panic;
 
 mod perf;
 mod registry;
