@@ -331,16 +331,30 @@ fn to_yaml_string(state: &State, value: &Value) -> Result<String, Error> {
     }
 }
 
+/// What YAML 1.1 or 1.2 would resolve as a number (int, float, base 60, inf/nan), so a
+/// string spelt like one must be quoted. An IPv4 address is not one (go-yaml, like
+/// kubeadm's output, keeps `127.0.0.1` a string).
+fn yaml_number() -> &'static regex::Regex {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        regex::Regex::new(concat!(
+            r"^(?:[-+]?(?:0b[01_]+|0x[0-9a-fA-F_]+|0o?[0-7_]+|[0-9][0-9_]*)",
+            r"|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?",
+            r"|[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?",
+            r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+",
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        ))
+        .expect("valid regex")
+    })
+}
+
 /// A string as one YAML scalar: plain when every YAML reader (1.2 like serde_yaml, and
 /// 1.1 like the go-yaml inside Kubernetes, where `yes`, `on` and `1:20` are not
 /// strings) reads it back as the same string; double-quoted otherwise.
 pub(crate) fn yaml_scalar(s: &str) -> String {
     let yaml11_special = ["y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"]
         .contains(&s.to_ascii_lowercase().as_str());
-    let numeric_looking = s.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c))
-        && s.chars().any(|c| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_hexdigit() || "xXoO_.:+-".contains(c));
+    let numeric_looking = yaml_number().is_match(s);
     let plain_by_serde = serde_yaml::to_string(s).is_ok_and(|out| out.trim_end() == s && !s.contains('\n'));
     if plain_by_serde && !yaml11_special && !numeric_looking {
         s.to_string()
