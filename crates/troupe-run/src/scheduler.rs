@@ -401,3 +401,296 @@ impl Scheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::modules::testing::FakeHost;
+    use crate::report::Recorder;
+
+    struct Fakes {
+        hosts: HashMap<String, FakeHost>,
+        down: HashSet<String>,
+        controller: FakeHost,
+    }
+
+    #[async_trait::async_trait]
+    impl Connector for Fakes {
+        async fn connect(&self, host: &Host) -> Result<Arc<dyn Connection>, ConnError> {
+            if self.down.contains(&host.name) {
+                return Err(ConnError::Unreachable {
+                    host: host.name.clone(),
+                    address: "127.0.9.9".into(),
+                    detail: "connection refused".into(),
+                });
+            }
+            Ok(self.hosts[&host.name].conn())
+        }
+        fn controller(&self) -> Arc<dyn Connection> {
+            self.controller.conn()
+        }
+    }
+
+    const INVENTORY: &str = r#"
+group etcd {
+    host podc01 address="127.0.9.1"
+    host podc02 address="127.0.9.2"
+    host podc03 address="127.0.9.3"
+}
+"#;
+
+    struct Harness {
+        fakes: Arc<Fakes>,
+        inventory: Arc<Inventory>,
+        playbook: Arc<Playbook>,
+    }
+
+    impl Harness {
+        fn new(playbook: &str) -> Harness {
+            let inventory = troupe_dsl::parse_inventory_str(INVENTORY, "/t/inventory.kdl").unwrap();
+            let specs = crate::modules::specs();
+            let playbook = troupe_dsl::parse_playbook_str(
+                playbook,
+                "/t/play.kdl",
+                &specs,
+                &troupe_dsl::LoadOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            let hosts = inventory
+                .hosts
+                .keys()
+                .map(|h| (h.clone(), FakeHost::named(h)))
+                .collect();
+            Harness {
+                fakes: Arc::new(Fakes {
+                    hosts,
+                    down: HashSet::new(),
+                    controller: FakeHost::named("localhost"),
+                }),
+                inventory: Arc::new(inventory),
+                playbook: Arc::new(playbook),
+            }
+        }
+
+        fn host(&self, name: &str) -> &FakeHost {
+            &self.fakes.hosts[name]
+        }
+
+        fn down(&mut self, name: &str) {
+            Arc::get_mut(&mut self.fakes).unwrap().down.insert(name.into());
+        }
+
+        async fn run(&self, opts: RunOptions) -> (RunSummary, Arc<Recorder>) {
+            let rec = Arc::new(Recorder::default());
+            let opts = RunOptions {
+                forks: if opts.forks == 0 { 8 } else { opts.forks },
+                ..opts
+            };
+            let summary = run(
+                self.inventory.clone(),
+                self.playbook.clone(),
+                opts,
+                self.fakes.clone(),
+                rec.clone(),
+            )
+            .await;
+            (summary, rec)
+        }
+    }
+
+    fn statuses(rec: &Recorder, task: &str) -> Vec<(String, Status)> {
+        let mut v: Vec<(String, Status)> = rec
+            .results()
+            .into_iter()
+            .filter(|r| r.task == task)
+            .map(|r| (r.host, r.status))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[tokio::test]
+    async fn second_run_changes_nothing_and_handlers_follow_changes() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "conf" notify="reload" { copy content="x={{ inventory_hostname }}\n" dest="/etc/app.conf" }
+    task "again" notify="reload" { copy content="y\n" dest="/etc/app2.conf" }
+    handler "reload" { command "app reload" }
+}"#,
+        );
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(summary.exit_code(), 0);
+        assert_eq!(
+            h.host("podc02").file("/etc/app.conf").unwrap().content,
+            b"x=podc02\n"
+        );
+        assert_eq!(statuses(&rec, "reload").len(), 3);
+        assert_eq!(
+            h.host("podc01").commands(),
+            ["app reload"],
+            "one handler run for two notifications"
+        );
+
+        h.host("podc03").put_file("/etc/app.conf", b"drifted\n");
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(summary.stats["podc01"].changed, 0);
+        assert_eq!(summary.stats["podc03"].changed, 2, "conf + handler");
+        assert_eq!(
+            statuses(&rec, "reload"),
+            [("podc03".to_string(), Status::Changed)]
+        );
+    }
+
+    #[tokio::test]
+    async fn check_mode_writes_nothing_and_says_would_change() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "dir" { file "/srv/x" state="directory" }
+    task "conf" { copy content="x\n" dest="/srv/x/app.conf" }
+}"#,
+        );
+        let (summary, rec) = h
+            .run(RunOptions {
+                check: true,
+                diff: true,
+                ..RunOptions::default()
+            })
+            .await;
+        assert_eq!(summary.exit_code(), 0);
+        for host in ["podc01", "podc02", "podc03"] {
+            assert!(
+                h.host(host).commands().is_empty(),
+                "{host} ran commands in --check"
+            );
+            assert!(h.host(host).file("/srv/x/app.conf").is_none());
+        }
+        let conf = rec.results().into_iter().find(|r| r.task == "conf").unwrap();
+        assert!(conf.check_mode);
+        assert_eq!(conf.diffs.len(), 1);
+        assert!(conf.diffs[0].diff.contains("+x"), "{}", conf.diffs[0].diff);
+    }
+
+    #[tokio::test]
+    async fn a_failed_host_stops_alone_and_reports_stderr() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "probe" { command "probe" }
+    task "after" { command "after" }
+}"#,
+        );
+        h.host("podc02").answer("probe", 2, "", "no such device\n");
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(summary.exit_code(), exit::FAILED);
+        assert_eq!(h.host("podc02").commands(), ["probe"]);
+        assert_eq!(h.host("podc01").commands(), ["probe", "after"]);
+        let failed = rec
+            .results()
+            .into_iter()
+            .find(|r| r.status == Status::Failed)
+            .unwrap();
+        let err = failed.error.unwrap();
+        assert!(
+            err.message.contains("exited with code 2") && err.message.contains("no such device"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_host_is_counted_apart_and_exits_4() {
+        let mut h = Harness::new(r#"play "p" hosts=all { task "t" { command "true" } }"#);
+        h.down("podc03");
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(summary.exit_code(), exit::UNREACHABLE);
+        assert_eq!(summary.stats["podc03"].unreachable, 1);
+        assert_eq!(summary.stats["podc01"].changed, 1);
+        let r = rec.results().into_iter().find(|r| r.host == "podc03").unwrap();
+        assert_eq!(
+            r.error.unwrap().code.as_deref(),
+            Some("troupe::conn::unreachable")
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_until_and_registered_loops() {
+        let h = Harness::new(
+            r#"play "p" hosts=podc01 {
+    task "poll" register="poll" retries=2 delay="1ms" until="poll.rc == 0" { command "poll" }
+}
+play "q" hosts=podc02 {
+    task "items" register="made" { loop { - "a"; - "b"; } ; copy content="{{ item }}" dest="/t/{{ item }}" }
+    task "count" { copy content="{{ made.results | length }}:{{ made.results[1].item }}" dest="/t/count" }
+}"#,
+        );
+        h.host("podc01").answer("poll", 1, "", "not yet\n");
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(h.host("podc01").commands().len(), 3, "1 try + 2 retries");
+        let poll = rec.results().into_iter().find(|r| r.task == "poll").unwrap();
+        assert_eq!(poll.status, Status::Failed);
+        assert_eq!(poll.attempts, Some(3));
+        assert!(poll.error.unwrap().message.contains("`until`"));
+        assert_eq!(summary.stats["podc02"].changed, 2);
+        assert_eq!(h.host("podc02").file("/t/count").unwrap().content, b"2:b");
+    }
+
+    #[tokio::test]
+    async fn no_log_masks_every_output() {
+        let h = Harness::new(
+            r#"play "p" hosts=podc01 {
+    task "secret" no-log=#true { copy content="token=s3cr3t\n" dest="/etc/token" }
+    task "fails" no-log=#true { command "login --password s3cr3t" }
+}"#,
+        );
+        h.host("podc01").answer("login", 1, "", "bad password s3cr3t\n");
+        let (_, rec) = h
+            .run(RunOptions {
+                diff: true,
+                ..RunOptions::default()
+            })
+            .await;
+        let all = serde_json::to_string(&*rec.0.lock().unwrap()).unwrap();
+        assert!(!all.contains("s3cr3t"), "{all}");
+        assert_eq!(rec.results().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn run_once_shares_its_result_and_limit_and_tags_filter() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "leader" run-once=#true register="leader" { command "elect" }
+    task "follow" tags="follow" { copy content="{{ leader.stdout }}" dest="/t/leader" }
+    task "skipped by tag" tags="other" { command "other" }
+}"#,
+        );
+        h.host("podc01").answer("elect", 0, "podc01\n", "");
+        let limit: HashSet<String> = ["podc01".to_string(), "podc02".to_string()].into();
+        let (summary, rec) = h
+            .run(RunOptions {
+                limit: Some(limit),
+                skip_tags: vec!["other".into()],
+                ..RunOptions::default()
+            })
+            .await;
+        assert_eq!(summary.exit_code(), 0);
+        assert_eq!(statuses(&rec, "leader").len(), 1);
+        assert!(h.host("podc02").commands().is_empty());
+        assert_eq!(h.host("podc02").file("/t/leader").unwrap().content, b"podc01");
+        assert!(h.host("podc03").file("/t/leader").is_none(), "--limit");
+        assert!(!summary.stats.contains_key("podc03"));
+    }
+
+    #[test]
+    fn serial_batches_and_tags() {
+        let hosts: Vec<String> = (1..=5).map(|i| format!("h{i}")).collect();
+        assert_eq!(batches(&hosts, Some(Serial::Count(2))).len(), 3);
+        assert_eq!(
+            batches(&hosts, Some(Serial::Percent(40)))
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(batches(&hosts, None).len(), 1);
+    }
+}

@@ -116,6 +116,8 @@ pub enum Action {
 pub struct Plan {
     manager: Manager,
     actions: Vec<Action>,
+    /// The service was not defined when checked.
+    undefined: bool,
 }
 
 /// What the check command learned.
@@ -201,17 +203,22 @@ pub fn plan(spec: &ServiceSpec, obs: &Observed) -> Result<Vec<Action>, TaskError
         )
     })?;
     if !obs.exists {
-        let help = match manager {
-            Manager::Systemd => format!("install or write the unit file for {} first", spec.name),
-            Manager::Runit => format!(
-                "create {}/run first (a `template` or `copy` task before this one)",
-                spec.sv_path()
-            ),
+        // Not defined (yet): nothing to stop or disable; anything else is planned as
+        // for a stopped, disabled service, and `apply` insists that by then an earlier
+        // task defined it (in `--check` that task only said it would).
+        let wants_up = matches!(spec.state.as_deref(), Some("started" | "restarted" | "reloaded"))
+            || spec.enabled == Some(true);
+        if !wants_up {
+            return Ok(Vec::new());
+        }
+        let blank = Observed {
+            manager: obs.manager,
+            exists: true,
+            running: false,
+            enabled: false,
+            status: String::new(),
         };
-        return Err(TaskError::failed_help(
-            format!("service {} is not defined on the host", spec.name),
-            help,
-        ));
+        return plan(spec, &blank);
     }
     let mut actions = Vec::new();
     let needs_running = matches!(spec.state.as_deref(), Some("started" | "restarted" | "reloaded"));
@@ -246,6 +253,17 @@ pub fn plan(spec: &ServiceSpec, obs: &Observed) -> Result<Vec<Action>, TaskError
         actions.insert(0, Action::DaemonReload);
     }
     Ok(actions)
+}
+
+fn undefined(spec: &ServiceSpec, manager: Manager) -> TaskError {
+    let help = match manager {
+        Manager::Systemd => format!("install or write the unit file for {} first", spec.name),
+        Manager::Runit => format!(
+            "create {}/run first (a `template` or `copy` task before this one)",
+            spec.sv_path()
+        ),
+    };
+    TaskError::failed_help(format!("service {} is not defined on the host", spec.name), help)
 }
 
 /// The actions as one `sh -c` script that stops at the first failure.
@@ -380,12 +398,25 @@ impl Module for Service {
         if actions.is_empty() {
             return Ok(Check::Unchanged(Outcome::ok(data(spec, &obs))));
         }
-        let summary = describe(&actions, &spec.name);
+        let mut summary = describe(&actions, &spec.name);
+        if !obs.exists {
+            summary.push_str(" (not defined yet)");
+        }
         let manager = obs.manager.expect("plan() checked the manager");
-        Ok(Check::Change(Change::new(Plan { manager, actions }, summary)))
+        Ok(Check::Change(Change::new(
+            Plan {
+                manager,
+                actions,
+                undefined: !obs.exists,
+            },
+            summary,
+        )))
     }
 
     async fn apply(&self, spec: &ServiceSpec, plan: Plan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        if plan.undefined && !probe(spec, cx).await?.exists {
+            return Err(undefined(spec, plan.manager));
+        }
         let mut cmd = Cmd::script(apply_script(spec, plan.manager, &plan.actions));
         cmd.timeout = Some(spec.timeout * 2 + Duration::from_secs(10));
         let out = cx.conn.exec(&cmd).await?;
@@ -469,14 +500,26 @@ mod tests {
     }
 
     #[test]
-    fn undefined_service_is_an_error_with_help() {
-        let s = spec(r#"{"name": "etcd", "state": "started"}"#);
+    fn undefined_service_is_planned_as_stopped() {
         let obs = Observed {
             exists: false,
             ..runit(false, false)
         };
-        let err = plan(&s, &obs).unwrap_err();
-        assert!(format!("{err:?}").contains("/etc/sv/etcd/run"));
+        let s = spec(r#"{"name": "etcd", "state": "started"}"#);
+        assert_eq!(plan(&s, &obs).unwrap(), [Action::Enable, Action::Start]);
+        let s = spec(r#"{"name": "etcd", "state": "stopped", "enabled": false}"#);
+        assert_eq!(plan(&s, &obs).unwrap(), []);
+    }
+
+    #[tokio::test]
+    async fn undefined_service_fails_at_apply_with_help() {
+        let host = FakeHost::new();
+        host.answer("sh -c 'm=", 0, "manager=runit\nenabled=disabled\nstatus=\n", "");
+        let a = args(r#"{"name": "etcd", "state": "started"}"#);
+        let check = host.check(&Service, a.clone()).await.unwrap().unwrap();
+        assert_eq!(check.0, "enable + start etcd (not defined yet)");
+        let err = host.run(&Service, a).await.unwrap_err();
+        assert!(format!("{err:?}").contains("/etc/sv/etcd/run"), "{err:?}");
     }
 
     #[tokio::test]
