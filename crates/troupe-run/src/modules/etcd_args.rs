@@ -110,7 +110,8 @@ impl EtcdConn {
                 .await?
                 .ok_or_else(|| TaskError::bad_arg(arg, format!("{path} does not exist on {}", cx.host)));
         }
-        let resolved = if Path::new(path).is_absolute() {
+        // Absolute, or relative to where troupe runs, or found in the search dirs.
+        let resolved = if Path::new(path).is_absolute() || Path::new(path).is_file() {
             path.to_string()
         } else {
             cx.find_file("files", path)?.display().to_string()

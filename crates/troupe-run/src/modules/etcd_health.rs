@@ -11,10 +11,13 @@ use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
 use super::args;
 use super::etcd_args::{self, EtcdConn};
-use crate::etcd::{ClusterHealth, EtcdError, human};
+use crate::etcd::client::hex_id;
+use crate::etcd::{ClusterHealth, EtcdError, human, journal};
 use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdHealth;
+
+const MEMBER_SETS: &[&str] = &["all", "started-voters"];
 
 static SPEC: ModuleSpec = ModuleSpec {
     name: "etcd-health",
@@ -45,6 +48,16 @@ problem, is_leader, status), `endpoints` (client URLs of voting members), `reads
             ArgKind::List,
             "Keys that must read back (serializable, from each member's own copy) from every member.",
         ),
+        ArgSpec {
+            default: Some("\"all\""),
+            ..ArgSpec::new(
+                "members",
+                ArgKind::Enum(MEMBER_SETS),
+                "`all`: every member must be started and healthy; `started-voters`: only the started \
+voting members (a learner or an added-but-unstarted member is an unfinished join that a later \
+`etcd-member` continues), as checked before resuming a join.",
+            )
+        },
     ],
     one_of: &[],
     example: r#"task "etcd is healthy" {
@@ -58,6 +71,7 @@ pub struct HealthSpec {
     timeout: std::time::Duration,
     voting: Option<u64>,
     keys: Vec<String>,
+    started_voters_only: bool,
 }
 
 /// The registered view of the cluster (shared with `etcd-status`).
@@ -80,6 +94,7 @@ pub fn health_data(h: &ClusterHealth) -> Value {
         "leader_id": h.leader,
         "version": h.version,
         "healthy": h.all_healthy(),
+        "pending": h.members.iter().filter(|m| !m.member.started || m.member.is_learner).map(|m| &m.member).collect::<Vec<_>>(),
         "members": h.members,
         "endpoints": endpoints,
     })
@@ -100,6 +115,7 @@ impl Module for EtcdHealth {
             timeout: etcd_args::timeout(a)?,
             voting: args::opt_u64(a, "voting")?,
             keys: args::opt_str_list(a, "read-keys")?.unwrap_or_default(),
+            started_voters_only: args::enum_or(a, "members", MEMBER_SETS, "all")? == "started-voters",
         })
     }
 
@@ -120,11 +136,29 @@ impl Module for EtcdHealth {
             spec.voting
                 .is_none_or(|n| h.members.iter().filter(|m| !m.member.is_learner).count() as u64 >= n)
         };
+        let counted = |m: &crate::etcd::MemberHealth| {
+            !spec.started_voters_only || (m.member.started && !m.member.is_learner)
+        };
+        let healthy = |h: &ClusterHealth| h.members.iter().filter(|m| counted(m)).all(|m| m.healthy);
         let (health, done) = etcd
-            .wait_health(spec.timeout, |h| h.all_healthy() && voting_ok(h))
+            .wait_health(spec.timeout, |h| healthy(h) && voting_ok(h))
             .await?;
         if !done {
-            let mut detail = health.problems();
+            let mut detail = health
+                .members
+                .iter()
+                .filter(|m| counted(m) && !m.healthy)
+                .map(|m| {
+                    let name = match journal::lookup(&health.cluster_id, m.member.id) {
+                        Some((_, name)) if m.member.name.is_empty() => {
+                            format!("{name} ({})", hex_id(m.member.id))
+                        }
+                        _ => m.member.label(),
+                    };
+                    format!("{name}: {}", m.problem.clone().unwrap_or_default())
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
             if !voting_ok(&health) {
                 let have = health.members.iter().filter(|m| !m.member.is_learner).count();
                 if !detail.is_empty() {
