@@ -8,13 +8,15 @@
 //! assert_eq!(lab.ssh_ok("podc01", &format!("cat {dir}/x")), "hello\n");
 //! ```
 //!
-//! Labs: [`Lab::shared`] starts one 3-host lab (name `it-shared`) the first time a test
-//! asks and keeps it for the whole test binary; tests share it by working under their
-//! own [`Lab::scratch`] directory. A test that needs hosts of its own (stopping a
-//! sshd, changing keys) takes [`Lab::start`] with a distinct name, which gives it a
-//! distinct 127.0.X subnet, and the lab is stopped when the `Lab` drops. Statics are
-//! never dropped, so the shared lab outlives the test run: the next `Lab::shared`
-//! replaces it, and `cargo xtask test` runs `lab down --all` at the end.
+//! Labs: [`Lab::shared`] starts one 3-host lab the first time a test asks and keeps it
+//! for the whole test process; tests share it by working under their own
+//! [`Lab::scratch`] directory. A test that needs hosts of its own (stopping a sshd,
+//! changing keys) takes [`Lab::start`] with a distinct name, which gives it a distinct
+//! 127.0.X subnet, and the lab is stopped and forgotten when the `Lab` drops. Lab
+//! names carry the test process's pid, so concurrent `cargo test` runs never meet.
+//! Statics are never dropped, so the shared lab outlives its test process: the next
+//! test process forgets it on its first start, and `cargo xtask test` runs `lab down
+//! --all` at the end.
 //!
 //! The binary: tests of this package cannot use `CARGO_BIN_EXE_troupe` (that exists
 //! only for troupe-run's own tests), so [`troupe_bin`] runs `cargo build -p troupe-run
@@ -36,15 +38,25 @@ pub struct Lab {
     owned: bool,
 }
 
-pub const SHARED_NAME: &str = "it-shared";
+pub const SHARED_NAME: &str = "shared";
 
 impl Lab {
     /// Start (or restart) lab `name` with `n` hosts `podc01..`. Panics with the lab's
     /// log when it cannot start: a test cannot go on without it.
+    /// The lab is really named `t<pid>-<name>` (see [`xtask::lab::test_lab_name`]), so
+    /// test processes running at the same time never touch each other's labs; labs
+    /// of test processes that have exited are forgotten first.
     pub fn start(name: &str, n: usize) -> Lab {
-        match xtask::lab::up(name, n) {
+        static PRUNED: std::sync::Once = std::sync::Once::new();
+        PRUNED.call_once(|| {
+            if let Err(e) = xtask::lab::prune_test_labs() {
+                eprintln!("warning: cannot clean up the labs of finished tests: {e:#}");
+            }
+        });
+        let full = xtask::lab::test_lab_name(std::process::id(), name);
+        match xtask::lab::up(&full, n) {
             Ok(info) => Lab { info, owned: true },
-            Err(e) => panic!("cannot start lab {name}: {e:#}"),
+            Err(e) => panic!("cannot start lab {full}: {e:#}"),
         }
     }
 
@@ -188,7 +200,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.owned
-            && let Err(e) = xtask::lab::down(&self.info.name)
+            && let Err(e) = xtask::lab::forget(&self.info.name)
         {
             eprintln!("warning: cannot stop lab {}: {e:#}", self.info.name);
         }

@@ -104,16 +104,25 @@ async fn exec_with_stdin_env_cwd_and_exit_codes() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the SSH session task must keep running while the test blocks in
+// `lab.ssh` (it sends the signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_time_out_and_the_connection_survives() {
     let lab = Lab::shared();
     let conn = connect(lab, "podc01").await;
-    let mut cmd = Cmd::argv(["sleep", "30"]);
+    let mut cmd = Cmd::argv(["sleep", "31.5"]);
     cmd.timeout = Some(Duration::from_millis(300));
     match conn.exec(&cmd).await {
-        Err(ConnError::Timeout { command, .. }) => assert_eq!(command, "sleep 30"),
+        Err(ConnError::Timeout { command, .. }) => assert_eq!(command, "sleep 31.5"),
         other => panic!("expected a timeout, got {other:?}"),
     }
+    // The timed-out command was signalled, not left running on the host.
+    let gone =
+        "for i in $(seq 100); do pgrep -f 'sleep 3[1].5' >/dev/null || exit 0; sleep 0.1; done; exit 1";
+    assert!(
+        lab.ssh("podc01", gone).status.success(),
+        "`sleep 31.5` still runs on podc01"
+    );
     assert_eq!(
         conn.exec(&Cmd::argv(["echo", "still here"]))
             .await

@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -141,6 +140,23 @@ pub fn octet_for(name: &str) -> Result<u8> {
     if name == DEFAULT_NAME {
         return Ok(1);
     }
+    with_octet_table(|table| {
+        if let Some(o) = table.get(name) {
+            return Ok(*o);
+        }
+        let Some(octet) = (2..=254u8).find(|o| !table.values().any(|u| u == o)) else {
+            bail!(
+                "all 253 lab address ranges are allocated: `cargo xtask lab down --all` frees those of finished tests"
+            );
+        };
+        table.insert(name.to_string(), octet);
+        Ok(octet)
+    })
+}
+
+/// Read-modify-write the name → octet table under an exclusive lock (labs are started
+/// from several processes and threads at once).
+fn with_octet_table<T>(f: impl FnOnce(&mut BTreeMap<String, u8>) -> Result<T>) -> Result<T> {
     fs::create_dir_all(LAB_ROOT).with_context(|| format!("create {LAB_ROOT}"))?;
     let lock = fs::OpenOptions::new()
         .create(true)
@@ -149,29 +165,23 @@ pub fn octet_for(name: &str) -> Result<u8> {
         .open(Path::new(LAB_ROOT).join(".lock"))
         .context("open the lab lock file")?;
     lock.lock().context("lock the lab octet table")?;
-    let table_path = Path::new(LAB_ROOT).join("octets");
-    let table = fs::read_to_string(&table_path).unwrap_or_default();
-    let mut used = BTreeMap::new();
-    for line in table.lines() {
+    let path = Path::new(LAB_ROOT).join("octets");
+    let mut table = BTreeMap::new();
+    for line in fs::read_to_string(&path).unwrap_or_default().lines() {
         let mut it = line.split_whitespace();
         if let (Some(n), Some(o)) = (it.next(), it.next().and_then(|o| o.parse::<u8>().ok())) {
-            used.insert(n.to_string(), o);
+            table.insert(n.to_string(), o);
         }
     }
-    if let Some(o) = used.get(name) {
-        return Ok(*o);
+    let before = table.clone();
+    let result = f(&mut table)?;
+    if table != before {
+        let text: String = table.iter().map(|(n, o)| format!("{n} {o}\n")).collect();
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, &path)?;
     }
-    let Some(octet) = (2..=254u8).find(|o| !used.values().any(|u| u == o)) else {
-        bail!(
-            "all 253 lab address ranges are allocated: remove {table_path:?} after `cargo xtask lab down --all`"
-        );
-    };
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&table_path)?;
-    writeln!(f, "{name} {octet}")?;
-    Ok(octet)
+    Ok(result)
 }
 
 /// Load a lab's state, `None` when it has never been started or was taken down.
@@ -554,6 +564,7 @@ pub fn down(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stop every lab, then forget the test labs whose test process has exited.
 pub fn down_all() -> Result<()> {
     let names = list()?;
     if names.is_empty() {
@@ -561,6 +572,51 @@ pub fn down_all() -> Result<()> {
     }
     for name in names {
         down(&name)?;
+    }
+    prune_test_labs()
+}
+
+/// Stop lab `name`, delete its directory and release its address range.
+pub fn forget(name: &str) -> Result<()> {
+    down(name)?;
+    let dir = lab_dir(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("remove {dir:?}"))?;
+    }
+    with_octet_table(|table| {
+        table.remove(name);
+        Ok(())
+    })
+}
+
+/// Name of a lab owned by test process `pid`: `t<pid>-<name>`. Such labs are
+/// forgotten by [`prune_test_labs`] once that process is gone, so concurrent test
+/// runs never share (and restart) each other's labs.
+pub fn test_lab_name(pid: u32, name: &str) -> String {
+    format!("t{pid}-{name}")
+}
+
+fn test_lab_owner(name: &str) -> Option<u32> {
+    name.strip_prefix('t')?.split_once('-')?.0.parse().ok()
+}
+
+/// Forget every test lab whose owning process no longer exists.
+pub fn prune_test_labs() -> Result<()> {
+    let mut names: Vec<String> = match fs::read_dir(LAB_ROOT) {
+        Ok(rd) => rd
+            .filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_string()))
+            .collect(),
+        Err(_) => return Ok(()),
+    };
+    names.extend(with_octet_table(|t| Ok(t.keys().cloned().collect::<Vec<_>>()))?);
+    names.sort();
+    names.dedup();
+    for name in names {
+        if let Some(pid) = test_lab_owner(&name)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            forget(&name)?;
+        }
     }
     Ok(())
 }

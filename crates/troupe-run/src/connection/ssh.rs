@@ -236,13 +236,43 @@ impl SshConnection {
         }
     }
 
-    async fn run(&self, line: String, stdin: Option<Vec<u8>>) -> Result<Output, ConnError> {
-        let _permit = self.channels.acquire().await.map_err(|e| self.lost(e))?;
-        let mut channel = self.client.get_channel().await.map_err(|e| self.lost(e))?;
-        channel
-            .exec(true, line.into_bytes())
-            .await
-            .map_err(|e| self.lost(e))?;
+    /// Run one command on its own channel. With a timeout, the command first reports
+    /// its pid on stderr (`troupe-pid:N`, stripped from the output) and then `exec`s
+    /// the real line; on timeout its process group gets TERM over a second channel
+    /// (sshd refuses the protocol's `signal` request for root sessions, so that alone
+    /// is not enough) and the channel is closed: a hung command does not outlive its
+    /// task.
+    async fn run(
+        &self,
+        line: String,
+        stdin: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<Output, ConnError> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let timed_out = || ConnError::Timeout {
+            host: self.host.clone(),
+            after: timeout.unwrap_or_default(),
+            command: line.clone(),
+        };
+        let _permit = until(deadline, async {
+            self.channels.acquire().await.map_err(|e| self.lost(e))
+        })
+        .await
+        .ok_or_else(timed_out)??;
+        let sent = match deadline {
+            Some(_) => format!("echo {PID_MARK}$$ >&2 && exec sh -c {}", shell::quote(&line)),
+            None => line.clone(),
+        };
+        let mut channel = until(deadline, async {
+            let channel = self.client.get_channel().await.map_err(|e| self.lost(e))?;
+            channel
+                .exec(true, sent.into_bytes())
+                .await
+                .map_err(|e| self.lost(e))?;
+            Ok::<_, ConnError>(channel)
+        })
+        .await
+        .ok_or_else(timed_out)??;
         // Feed stdin from its own task while we read: a command echoing a large input
         // would otherwise block on a full window while we block on writing.
         let mut writer = channel.make_writer();
@@ -255,7 +285,23 @@ impl SshConnection {
         });
         let mut out = Output::default();
         let mut exit = None;
-        while let Some(msg) = channel.wait().await {
+        loop {
+            let msg = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, channel.wait()).await {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        feeder.abort();
+                        let _ = channel.signal(russh::Sig::TERM).await;
+                        let _ = channel.close().await;
+                        if let Some(pid) = take_pid(&mut out.stderr) {
+                            self.kill_remote(pid).await;
+                        }
+                        return Err(timed_out());
+                    }
+                },
+                None => channel.wait().await,
+            };
+            let Some(msg) = msg else { break };
             match msg {
                 ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
                 ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
@@ -280,6 +326,9 @@ impl SshConnection {
             }
         }
         feeder.abort();
+        if deadline.is_some() {
+            take_pid(&mut out.stderr);
+        }
         match exit {
             Some(code) => {
                 out.exit_code = code;
@@ -287,6 +336,43 @@ impl SshConnection {
             }
             None => Err(self.lost("the channel closed without an exit status")),
         }
+    }
+}
+
+const PID_MARK: &str = "troupe-pid:";
+
+/// Remove the `troupe-pid:N` line a timed command starts its stderr with; its pid.
+fn take_pid(stderr: &mut Vec<u8>) -> Option<u32> {
+    let rest = stderr.strip_prefix(PID_MARK.as_bytes())?;
+    let end = rest.iter().position(|b| *b == b'\n')?;
+    let pid = std::str::from_utf8(&rest[..end]).ok()?.parse().ok();
+    stderr.drain(..PID_MARK.len() + end + 1);
+    pid
+}
+
+/// `fut`'s output, or `None` when the deadline passes first.
+async fn until<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+impl SshConnection {
+    /// TERM a timed-out command's process group (best effort, bounded).
+    async fn kill_remote(&self, pid: u32) {
+        let line = format!("kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; true");
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut channel = self.client.get_channel().await.ok()?;
+            channel.exec(true, line.into_bytes()).await.ok()?;
+            channel.eof().await.ok()?;
+            while channel.wait().await.is_some() {}
+            Some(())
+        })
+        .await;
     }
 }
 
@@ -556,17 +642,12 @@ impl Connection for SshConnection {
     }
 
     async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
-        let line = cmd.to_shell_line();
-        match cmd.timeout.or(self.command_timeout) {
-            Some(after) => tokio::time::timeout(after, self.run(line.clone(), cmd.stdin.clone()))
-                .await
-                .map_err(|_| ConnError::Timeout {
-                    host: self.host.clone(),
-                    after,
-                    command: line,
-                })?,
-            None => self.run(line, cmd.stdin.clone()).await,
-        }
+        self.run(
+            cmd.to_shell_line(),
+            cmd.stdin.clone(),
+            cmd.timeout.or(self.command_timeout),
+        )
+        .await
     }
 
     async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
