@@ -89,7 +89,7 @@ impl Pool {
 /// An inventory host, or the implicit `localhost` (a local connection) when the
 /// inventory does not define one.
 pub fn lookup_host(inv: &Inventory, name: &str) -> Option<Host> {
-    if let Some(h) = inv.hosts.get(name) {
+    if let Some(h) = inv.host(name) {
         return Some(h.clone());
     }
     (name == "localhost").then(|| Host {
