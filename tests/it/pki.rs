@@ -418,28 +418,38 @@ fn start_etcd(tls: &TlsSet) -> Etcd {
     panic!("etcd never became healthy with troupe's certificates:\n{log}");
 }
 
+/// POST /v3/kv/range to etcd's HTTP/JSON gateway over TLS with the client certificate
+/// (`openssl s_client`, so the tests need no HTTP client beyond what the lab installs).
 fn gateway_range(tls: &TlsSet, url: &str) -> String {
-    let out = Command::new("curl")
+    use std::io::Write as _;
+    let authority = url.trim_start_matches("https://");
+    let body = r#"{"key":"dHJvdXBl"}"#;
+    let request = format!(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut child = Command::new("openssl")
         .args([
-            "-s",
-            "--max-time",
-            "10",
-            "--cacert",
+            "s_client",
+            "-quiet",
+            "-connect",
+            authority,
+            "-CAfile",
             &tls.path("ca.pem"),
-            "--cert",
-            &tls.path("client.pem"),
         ])
         .args([
-            "--key",
+            "-cert",
+            &tls.path("client.pem"),
+            "-key",
             &tls.path("client-key.pem"),
-            "-X",
-            "POST",
-            "-d",
-            r#"{"key":"dHJvdXBl"}"#,
         ])
-        .arg(format!("{url}/v3/kv/range"))
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(request.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -805,4 +815,69 @@ fn playbook_issues_then_reports_unchanged_then_reissues_only_the_changed_cert() 
     assert!(out.contains("OK: 3 hosts, 4 ok, 3 changed"), "{out}");
     let (_, out) = troupe_run(lab, &play, &[]);
     assert!(out.contains("0 changed"), "{out}");
+}
+
+/// The switch the issue is about: an operator's existing cfssl set (CA on the
+/// controller, certificates on the host) is adopted as it is — nothing reissued — when
+/// troupe is pointed at the same cfssl JSON; only cfssl's invalid empty SAN is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_cfssl_set_is_adopted_unchanged() {
+    let lab = &troupe_tests::Lab::start("pki-migrate", 1);
+    let dir = lab.scratch("pki_migrate");
+    let made = tempfile::tempdir().unwrap();
+    cfssl_seed_set(made.path());
+    let controller_dir = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(made.path().join(f), controller_dir.path().join(f)).unwrap();
+    }
+    let on_host = lab.host_path("podc01", "/srv").join("tests/pki_migrate");
+    for f in ["peer1.pem", "peer1-key.pem", "client.pem", "client-key.pem"] {
+        std::fs::copy(made.path().join(f), on_host.join(f)).unwrap();
+    }
+    let conn = SshConnection::connect("podc01", lab.address("podc01"), &lab.ssh_options())
+        .await
+        .unwrap();
+    let cx = Cx {
+        host: "podc01".into(),
+        conn: Arc::new(conn),
+        controller: Arc::new(LocalConnection::new("localhost")),
+    };
+    let ca_dir = controller_dir.path().display().to_string();
+    let fixture = |f: &str| fixtures().join(f).display().to_string();
+
+    let (s, out) = cx
+        .run(
+            &PkiCa,
+            &args(json!({"dir": ca_dir, "cfssl-csr": fixture("ca-csr.json")})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, None, "cfssl's CA is adopted");
+    assert_eq!(out.data["adopted"], true);
+
+    let cert = |name: &str, profile: &str| {
+        args(json!({
+            "name": name, "ca-dir": ca_dir, "dest": dir,
+            "cfssl-config": fixture("ca-config.json"), "cfssl-profile": profile,
+            "cfssl-csr": fixture(&format!("{name}.json")),
+        }))
+    };
+    let before = std::fs::read(on_host.join("peer1.pem")).unwrap();
+    let (s, _) = cx.run(&PkiCert, &cert("peer1", "peer")).await.unwrap();
+    assert_eq!(
+        s, None,
+        "cfssl's peer1 certificate (SEC1 key on the host) is kept"
+    );
+    assert_eq!(std::fs::read(on_host.join("peer1.pem")).unwrap(), before);
+
+    let (s, _) = cx.run(&PkiCert, &cert("client", "client")).await.unwrap();
+    assert_eq!(
+        s.as_deref(),
+        Some(format!("reissue {dir}/client.pem: SAN DNS:\"\" not requested").as_str())
+    );
+    assert!(openssl_verify(
+        &controller_dir.path().join("ca.pem"),
+        &on_host.join("client.pem")
+    ));
+    assert_eq!(cx.run(&PkiCert, &cert("client", "client")).await.unwrap().0, None);
 }

@@ -108,6 +108,9 @@ pub enum CaPlan {
     CertifyExistingKey(CaRequest),
 }
 
+/// Serializes CA creation within one troupe run (see `apply`).
+static CA_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub(crate) fn task_err(e: PkiError) -> TaskError {
     use miette::Diagnostic;
     match e.help() {
@@ -326,6 +329,27 @@ impl Module for PkiCa {
 
     async fn apply(&self, spec: &PkiCaSpec, plan: CaPlan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
         let paths = spec.paths();
+        // Hosts run in parallel and all share the controller: without `run-once`, each
+        // host's task would create "the" CA at once. One creation at a time, and each
+        // looks again under the lock, so the later ones adopt the CA the first made.
+        let _guard = CA_LOCK.lock().await;
+        let cert = cx.controller.read_file(&paths.cert).await?;
+        let key = cx.controller.read_file(&paths.key).await?;
+        if let (Some(cert), Some(key)) = (cert, key) {
+            let ca = Ca::load(
+                &utf8(cert, &paths.cert)?,
+                &utf8(key, &paths.key)?,
+                &paths.cert,
+                &paths.key,
+            )
+            .map_err(task_err)?;
+            let mut outcome = Outcome::ok(facts_json(&ca, &paths, true));
+            outcome.msg = Some(format!(
+                "adopted {}, created meanwhile by another host's task",
+                paths.cert
+            ));
+            return Ok(outcome);
+        }
         let now = OffsetDateTime::now_utc();
         let out = cx
             .controller
@@ -410,6 +434,41 @@ mod tests {
             .unwrap();
         assert!(!other.changed);
         assert!(other.msg.unwrap().contains("is not applied to an existing CA"));
+    }
+
+    #[tokio::test]
+    async fn parallel_hosts_create_one_ca() {
+        // Three hosts' tasks check before any applies, as with forks=3 and no run-once.
+        let host = FakeHost::new();
+        let a = args(r#"{"dir": "pki", "cn": "etcd CA", "key-type": "ecdsa-p256"}"#);
+        let conn = host.conn();
+        let render = |_: &str| -> Result<String, TaskError> { Ok(String::new()) };
+        let eval = |_: &str| -> Result<serde_json::Value, TaskError> { Ok(json!(null)) };
+        let cx = TaskCx {
+            host: "fake01",
+            conn: &conn,
+            controller: &conn,
+            search_dirs: &[],
+            render: &render,
+            eval: &eval,
+        };
+        let mut plans = Vec::new();
+        for _ in 0..3 {
+            let spec = PkiCa.decode(&a).unwrap();
+            let Check::Change(change) = PkiCa.check(&spec, &cx).await.unwrap() else {
+                panic!("expected a change")
+            };
+            plans.push((spec, change.plan));
+        }
+        let mut changed = 0;
+        let mut serials = Vec::new();
+        for (spec, plan) in plans {
+            let out = PkiCa.apply(&spec, plan, &cx).await.unwrap();
+            changed += usize::from(out.changed);
+            serials.push(out.data["serial"].clone());
+        }
+        assert_eq!(changed, 1);
+        assert!(serials.iter().all(|s| *s == serials[0]), "{serials:?}");
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 use super::args;
 use super::pki_ca::{read_input, task_err};
 use crate::connection::shell::quote;
-use crate::connection::{Cmd, FileAttrs, FileKind};
+use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
 use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 use crate::pki::cfssl::{CfsslConfig, CfsslCsr};
 use crate::pki::inspect::fmt_time;
@@ -206,7 +206,47 @@ pub struct PkiCertSpec {
 #[derive(Debug)]
 pub struct CertPlan {
     request: CertRequest,
+    /// Why the certificate is (re)issued; empty when only file attributes are fixed.
     reasons: Vec<Reason>,
+    /// Modes/ownership to correct on files whose certificate is otherwise kept.
+    fixes: Vec<AttrFix>,
+    /// The facts of the kept certificate (for `fixes`).
+    kept: Option<CertFacts>,
+}
+
+/// One file whose mode or ownership drifted (a key left 0644 by hand).
+#[derive(Debug, Clone)]
+pub struct AttrFix {
+    path: String,
+    mode: u32,
+    owner: Option<String>,
+    group: Option<String>,
+    why: Vec<String>,
+}
+
+fn attr_fix(path: &str, st: &FileStat, mode: u32, spec: &PkiCertSpec) -> Option<AttrFix> {
+    let mut why = Vec::new();
+    let have = st.mode & 0o7777;
+    if have != mode {
+        why.push(format!("mode {have:04o}, wanted {mode:04o}"));
+    }
+    if let Some(o) = &spec.owner {
+        if &st.owner != o {
+            why.push(format!("owner {}, wanted {o}", st.owner));
+        }
+    }
+    if let Some(g) = &spec.group {
+        if &st.group != g {
+            why.push(format!("group {}, wanted {g}", st.group));
+        }
+    }
+    (!why.is_empty()).then(|| AttrFix {
+        path: path.to_string(),
+        mode,
+        owner: spec.owner.clone(),
+        group: spec.group.clone(),
+        why,
+    })
 }
 
 fn duration_arg(a: &Args, name: &str) -> Result<Option<Duration>, TaskError> {
@@ -349,9 +389,10 @@ async fn host_key_matches(
     spec: &PkiCertSpec,
     cx: &TaskCx<'_>,
     facts: &CertFacts,
+    key_stat: Option<&FileStat>,
 ) -> Result<Option<bool>, TaskError> {
     let path = &spec.paths.key;
-    match cx.conn.stat(path).await? {
+    match key_stat {
         None => return Ok(None),
         Some(st) if st.kind != FileKind::File => {
             return Err(TaskError::failed(format!(
@@ -560,22 +601,26 @@ impl Module for PkiCert {
         let now = OffsetDateTime::now_utc();
         let cert_path = &spec.paths.cert;
 
-        let existing = match cx.conn.read_file(cert_path).await? {
+        let cert_pem = match cx.conn.read_file(cert_path).await? {
             None => None,
-            Some(bytes) => Some(inspect(&utf8(bytes, cert_path)?, cert_path).map_err(task_err)?),
+            Some(bytes) => Some(utf8(bytes, cert_path)?),
         };
+        let existing = match &cert_pem {
+            None => None,
+            Some(pem) => Some(inspect(pem, cert_path).map_err(task_err)?),
+        };
+        let key_stat = cx.conn.stat(&spec.paths.key).await?;
         let (reasons, before) = match &existing {
             None => {
                 let mut r = vec![Reason::CertMissing];
-                if cx.conn.stat(&spec.paths.key).await?.is_none() {
+                if key_stat.is_none() {
                     r.push(Reason::KeyMissing);
                 }
                 (r, String::new())
             }
             Some(facts) => {
-                let key = host_key_matches(spec, cx, facts).await?;
-                let cert_pem = utf8(cx.conn.read_file(cert_path).await?.unwrap_or_default(), cert_path)?;
-                let signed = signed_by(&cert_pem, ca.cert_pem());
+                let key = host_key_matches(spec, cx, facts, key_stat.as_ref()).await?;
+                let signed = signed_by(cert_pem.as_deref().unwrap_or_default(), ca.cert_pem());
                 let mut reasons =
                     needs_reissue(facts, key.unwrap_or(true), signed, &req, now, spec.renew_before)
                         .unwrap_or_default();
@@ -583,7 +628,35 @@ impl Module for PkiCert {
                     reasons.insert(0, Reason::KeyMissing);
                 }
                 if reasons.is_empty() {
-                    return Ok(Check::Unchanged(Outcome::ok(facts_json(spec, facts, &[]))));
+                    // The certificate stays; its files' modes and owners must be right too.
+                    let mut fixes = Vec::new();
+                    if let Some(st) = &key_stat {
+                        fixes.extend(attr_fix(&spec.paths.key, st, 0o600, spec));
+                    }
+                    let mut others = vec![(cert_path.clone(), 0o644)];
+                    if spec.csr {
+                        others.push((spec.paths.csr.clone(), 0o644));
+                    }
+                    for (path, mode) in others {
+                        if let Some(st) = cx.conn.stat(&path).await? {
+                            fixes.extend(attr_fix(&path, &st, mode, spec));
+                        }
+                    }
+                    if fixes.is_empty() {
+                        return Ok(Check::Unchanged(Outcome::ok(facts_json(spec, facts, &[]))));
+                    }
+                    let summary = fixes
+                        .iter()
+                        .map(|f| format!("fix {}: {}", f.path, f.why.join(", ")))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let plan = CertPlan {
+                        request: req,
+                        reasons: Vec::new(),
+                        fixes,
+                        kept: Some(facts.clone()),
+                    };
+                    return Ok(Check::Change(Change::new(plan, summary)));
                 }
                 (reasons, facts.describe())
             }
@@ -607,6 +680,8 @@ impl Module for PkiCert {
                 CertPlan {
                     request: req,
                     reasons,
+                    fixes: Vec::new(),
+                    kept: None,
                 },
                 summary,
             )
@@ -615,6 +690,9 @@ impl Module for PkiCert {
     }
 
     async fn apply(&self, spec: &PkiCertSpec, plan: CertPlan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        if let Some(kept) = &plan.kept {
+            return fix_attrs(spec, &plan.fixes, kept, cx).await;
+        }
         let ca = load_ca(spec, cx).await?;
         let now = OffsetDateTime::now_utc();
         let req = &plan.request;
@@ -764,6 +842,57 @@ impl Module for PkiCert {
     }
 }
 
+/// chmod/chown the files of a kept certificate.
+async fn fix_attrs(
+    spec: &PkiCertSpec,
+    fixes: &[AttrFix],
+    kept: &CertFacts,
+    cx: &TaskCx<'_>,
+) -> Result<Outcome, TaskError> {
+    for fix in fixes {
+        let mode = format!("{:04o}", fix.mode);
+        let out = cx
+            .conn
+            .exec(&Cmd::argv(["chmod", mode.as_str(), "--", fix.path.as_str()]))
+            .await?;
+        if !out.success() {
+            return Err(TaskError::failed(format!(
+                "chmod {mode} {}: {}",
+                fix.path,
+                out.stderr_str().trim_end()
+            )));
+        }
+        if fix.owner.is_some() || fix.group.is_some() {
+            let who = match (&fix.owner, &fix.group) {
+                (Some(o), Some(g)) => format!("{o}:{g}"),
+                (Some(o), None) => o.clone(),
+                (None, Some(g)) => format!(":{g}"),
+                (None, None) => unreachable!(),
+            };
+            let out = cx
+                .conn
+                .exec(&Cmd::argv(["chown", who.as_str(), "--", fix.path.as_str()]))
+                .await?;
+            if !out.success() {
+                return Err(TaskError::failed(format!(
+                    "chown {who} {}: {}",
+                    fix.path,
+                    out.stderr_str().trim_end()
+                )));
+            }
+        }
+    }
+    let mut outcome = Outcome::changed(facts_json(spec, kept, &[]));
+    outcome.msg = Some(
+        fixes
+            .iter()
+            .map(|f| format!("fixed {}: {}", f.path, f.why.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    Ok(outcome)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -849,6 +978,28 @@ mod tests {
         for text in [&diff.before, &diff.after] {
             assert!(!text.contains("PRIVATE KEY"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_loosened_key_mode_is_fixed_without_reissuing() {
+        let host = host_with_ca().await;
+        let first = host.run(&PkiCert, cert_args("")).await.unwrap();
+        host.set_mode("/etc/etcd/server-key.pem", 0o644);
+        let (summary, _) = host.check(&PkiCert, cert_args("")).await.unwrap().unwrap();
+        assert_eq!(summary, "fix /etc/etcd/server-key.pem: mode 0644, wanted 0600");
+        let out = host.run(&PkiCert, cert_args("")).await.unwrap();
+        assert!(out.changed);
+        assert_eq!(
+            out.data["serial"], first.data["serial"],
+            "the certificate is kept"
+        );
+        assert!(
+            host.commands()
+                .iter()
+                .any(|c| c == "chmod 0600 -- /etc/etcd/server-key.pem"),
+            "{:?}",
+            host.commands()
+        );
     }
 
     #[tokio::test]
