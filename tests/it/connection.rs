@@ -130,6 +130,18 @@ async fn commands_time_out_and_the_connection_survives() {
             .stdout_str(),
         "still here\n"
     );
+    // A timed command that finishes in time shows exactly its own output.
+    let mut cmd = Cmd::script("echo out; echo err >&2; exit 4");
+    cmd.timeout = Some(Duration::from_secs(60));
+    let out = conn.exec(&cmd).await.unwrap();
+    assert_eq!(
+        (
+            out.exit_code,
+            out.stdout_str().as_str(),
+            out.stderr_str().as_str()
+        ),
+        (4, "out\n", "err\n")
+    );
 }
 
 #[tokio::test]
