@@ -508,16 +508,24 @@ async fn run_item(
     dirs: &[PathBuf],
     host: &Host,
 ) -> ItemResult {
-    let raw: Map<String, Value> = task
-        .args
-        .iter()
-        .map(|(k, a)| (k.clone(), a.value.clone()))
-        .collect();
-    let args = match renderer.render_value(&Value::Object(raw), ctx) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return ItemResult::failed(ErrorInfo::plain("internal: arguments did not render to a map")),
-        Err(e) => return render_err(e),
-    };
+    let mut args = Map::with_capacity(task.args.len());
+    for (name, arg) in &task.args {
+        match renderer.render_value(&arg.value, ctx) {
+            Ok(v) => {
+                args.insert(name.clone(), v);
+            }
+            Err(e) => {
+                let mut info = ErrorInfo::from_diagnostic(&e);
+                info.message = format!("argument `{name}` ({}): {}", arg.loc, info.message);
+                info.rendered = format!(
+                    "in argument `{name}` ({}):\n{}",
+                    crate::report::show_loc(&arg.loc),
+                    info.rendered
+                );
+                return ItemResult::failed(info);
+            }
+        }
+    }
     let render = |name: &str| renderer.render_file(name, ctx).map_err(TaskError::from);
     let eval = |expr: &str| renderer.eval(expr, ctx).map_err(TaskError::from);
     let cx = TaskCx {

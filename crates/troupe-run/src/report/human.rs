@@ -169,7 +169,9 @@ fn indent(text: &str, prefix: &str) -> String {
 }
 
 fn host_list(hosts: &[String]) -> String {
-    if hosts.len() <= FOLD_ABOVE {
+    if hosts.is_empty() {
+        "(no hosts match)".to_string()
+    } else if hosts.len() <= FOLD_ABOVE {
         hosts.join(", ")
     } else {
         format!("{} … ({} hosts)", hosts[..FOLD_NAMES].join(", "), hosts.len())
