@@ -95,6 +95,18 @@ pub fn parse_vars_str(text: &str, name: &str) -> Result<Vars, miette::Report> {
     inventory::decode_vars(Path::new(name), text)
 }
 
+/// For troupe-dsl's own tests: checks that the fast KDL path agrees with `kdl`.
+#[doc(hidden)]
+pub fn __fast_path_agrees_with_kdl(text: &str) -> Result<(), String> {
+    decode::fast::agrees_with_kdl(text)
+}
+
+/// For troupe-dsl's own measurements: stage one only, on the fast path.
+#[doc(hidden)]
+pub fn __fast_parse(text: &str) -> bool {
+    decode::fast::parse(text).is_some()
+}
+
 fn read_top(path: &Path, what: &'static str) -> Result<String, miette::Report> {
     decode::read(path).map_err(|message| {
         miette::Report::new(DslError::Io {

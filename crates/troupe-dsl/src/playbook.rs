@@ -606,11 +606,13 @@ impl<'a> Loader<'a> {
     /// A template expression (no braces), compiled now so syntax errors surface early.
     fn expr(&mut self, cx: &mut Cx, key: &str, e: &KdlEntry) -> Option<Expr> {
         let src = match e.value() {
+            // Ansible writes `loop: "{{ groups.etcd }}"`: a loop that is one whole
+            // `{{ .. }}` means the expression inside
+            KdlValue::String(s) if key == "loop" => match whole_template(s) {
+                Some(inner) => inner.to_string(),
+                None => s.clone(),
+            },
             KdlValue::String(s) => s.clone(),
-            KdlValue::Bool(_) => {
-                cx.wrong_type(&format!("`{key}`"), "an expression string", e);
-                return None;
-            }
             _ => {
                 cx.wrong_type(&format!("`{key}`"), "an expression string", e);
                 return None;
@@ -942,6 +944,12 @@ fn inner_span(e: &KdlEntry, value: &str, range: Option<std::ops::Range<usize>>) 
         .max(1)
         .min(end.saturating_sub(start));
     SourceSpan::from(start..start + len)
+}
+
+/// The expression inside a string that is exactly one `{{ expression }}`.
+fn whole_template(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner.trim())
 }
 
 fn strip_braces(s: &str) -> String {

@@ -11,6 +11,7 @@
 //! [`Cx`] also tracks which file is being decoded, because includes and roles pull
 //! other files into one playbook and every span must be reported against its own file.
 
+pub(crate) mod fast;
 pub(crate) mod value;
 
 use std::path::Path;
@@ -66,9 +67,13 @@ impl Cx {
         self.file.loc(span)
     }
 
-    /// Parses the current file's text as KDL v2; syntax errors are recorded.
+    /// Parses the current file's text as KDL v2; syntax errors are recorded. Plain text
+    /// takes the [`fast`] path; anything else (and every error) goes through `kdl`.
     pub(crate) fn parse(&mut self) -> Option<KdlDocument> {
         let text = self.file.text.clone();
+        if let Some(doc) = fast::parse(&text) {
+            return Some(doc);
+        }
         // kdl is a third-party parser: should it ever panic on odd input, report that
         // as a syntax error rather than taking the whole run down.
         let parsed = std::panic::catch_unwind(|| KdlDocument::parse(&text));

@@ -2,13 +2,17 @@
 //! so this sweep runs everywhere instead: every data file, truncated at every byte (at
 //! character boundaries, since the loaders take `&str`), with each line deleted in
 //! turn, and with each line duplicated, goes through its loader; failures are rendered
-//! the way `troupe check` shows them, which must not panic either.
+//! the way `troupe check` shows them, which must not panic either. Each input also
+//! checks that the fast KDL path builds exactly what `kdl` builds, or declines.
 
 use std::path::{Path, PathBuf};
 
 use crate::{data_dir, kdl_files, opts, registry::MODULES, render};
 
 fn load(path: &Path, text: &str) {
+    if let Err(e) = troupe_dsl::__fast_path_agrees_with_kdl(text) {
+        panic!("the fast KDL path disagrees with kdl on {text:?}:\n{e}");
+    }
     let name = path.to_str().unwrap();
     let file = path.file_name().unwrap().to_str().unwrap();
     let result = if file.starts_with("inventory") {
@@ -117,7 +121,11 @@ fn odd_inputs_do_not_panic() {
         "a r#\"raw\"#",
     ];
     for text in odd {
-        for name in ["tests/data/ok/playbook-odd.kdl", "tests/data/ok/inventory-odd.kdl", "vars-odd.kdl"] {
+        for name in [
+            "tests/data/ok/playbook-odd.kdl",
+            "tests/data/ok/inventory-odd.kdl",
+            "vars-odd.kdl",
+        ] {
             load(Path::new(name), text);
         }
     }
