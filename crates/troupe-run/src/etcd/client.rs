@@ -536,7 +536,7 @@ impl Etcd {
                 return Ok((h, false));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(2));
+            pause = (pause + Duration::from_millis(100)).min(Duration::from_millis(500));
         }
     }
 
@@ -808,7 +808,7 @@ where
             Err(e) if retryable(&e) && start.elapsed() + pause < patience => {
                 tracing::debug!("etcd said {e}; retrying in {pause:?}");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
             Err(e) => return Err(e),
         }

@@ -143,15 +143,37 @@ impl Module for EtcdDataDirCheck {
             .conn
             .exec(&Cmd::argv(["mv", "--", spec.dir.as_str(), target.as_str()]))
             .await?;
-        if !out.success() {
-            return Err(TaskError::failed(format!(
-                "mv {} {target} failed: {}",
+        let moved_to = if out.success() {
+            target
+        } else {
+            // A data dir that is a mount point (its own disk, or a bind mount) cannot be
+            // renamed: move its `member` folder aside inside it instead. etcd only looks
+            // at `member`, so the dir then counts as empty.
+            let inner = format!(
+                "{}/member.removed-{}",
                 spec.dir,
-                out.stderr_str().trim()
-            )));
-        }
-        let mut outcome = Outcome::changed(json!({"state": "moved", "moved_to": target}));
-        outcome.msg = Some(format!("moved {} to {target}", spec.dir));
+                target.rsplit("removed-").next().unwrap_or("old")
+            );
+            let member = format!("{}/member", spec.dir);
+            let second = cx
+                .conn
+                .exec(&Cmd::argv(["mv", "--", member.as_str(), inner.as_str()]))
+                .await?;
+            if !second.success() {
+                return Err(TaskError::failed(format!(
+                    "cannot move the foreign etcd data aside: mv {} {target}: {}; mv {member} {inner}: {}",
+                    spec.dir,
+                    out.stderr_str().trim(),
+                    second.stderr_str().trim()
+                )));
+            }
+            inner
+        };
+        let mut outcome = Outcome::changed(json!({"state": "moved", "moved_to": moved_to}));
+        outcome.msg = Some(format!(
+            "moved the foreign etcd data in {} to {moved_to}",
+            spec.dir
+        ));
         Ok(outcome)
     }
 }

@@ -48,14 +48,12 @@ belongs to another member. Retries etcd's \"unhealthy cluster\" answer. Register
             required: true,
             ..ArgSpec::new("name", ArgKind::String, "Member name (etcd's `--name`).")
         },
-        ArgSpec {
-            required: true,
-            ..ArgSpec::new(
-                "peer-url",
-                ArgKind::String,
-                "The member's peer URL, `https://10.1.1.203:2380`.",
-            )
-        },
+        ArgSpec::new(
+            "peer-url",
+            ArgKind::String,
+            "The member's peer URL, `https://10.1.1.203:2380`; required unless `state=\"absent\"` \
+(a removal may go by name alone).",
+        ),
         ArgSpec {
             default: Some("\"present\""),
             ..ArgSpec::new(
@@ -168,9 +166,21 @@ impl Module for EtcdMember {
             "absent" => Goal::Absent,
             _ => Goal::Present,
         };
-        let peer_url = args::req_str(a, "peer-url")?;
-        crate::etcd::client::split_url(&peer_url).map_err(|e| TaskError::bad_arg("peer-url", e))?;
-        if !peer_url.starts_with("https://") && !peer_url.starts_with("http://") {
+        // Removal may go by name alone (a dead member's address may be unknown).
+        let peer_url = match (args::opt_str(a, "peer-url")?, goal) {
+            (Some(url), _) => url,
+            (None, Goal::Absent) => String::new(),
+            (None, _) => {
+                return Err(TaskError::bad_arg(
+                    "peer-url",
+                    "is required unless state=\"absent\"",
+                ));
+            }
+        };
+        if !peer_url.is_empty() {
+            crate::etcd::client::split_url(&peer_url).map_err(|e| TaskError::bad_arg("peer-url", e))?;
+        }
+        if !peer_url.is_empty() && !peer_url.starts_with("https://") && !peer_url.starts_with("http://") {
             return Err(TaskError::bad_arg(
                 "peer-url",
                 "give a full URL such as https://10.1.1.203:2380",
