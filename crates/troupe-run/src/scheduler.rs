@@ -25,6 +25,7 @@ use crate::vars::Shared;
 pub struct RunOptions {
     pub check: bool,
     pub diff: bool,
+    /// Hosts at once; 0 means all of them.
     pub forks: usize,
     pub force_handlers: bool,
     /// Host names allowed by `--limit` (already resolved against the inventory).
@@ -141,7 +142,12 @@ pub async fn run(
     reporter: Arc<dyn Reporter>,
 ) -> RunSummary {
     let started = Instant::now();
-    let forks = if opts.forks == 0 { 64 } else { opts.forks };
+    // 0 = every host of the inventory at once (the default).
+    let forks = if opts.forks == 0 {
+        inventory.hosts.len().max(1)
+    } else {
+        opts.forks
+    };
     let shared = Shared::new(&inventory, opts.extra_vars.clone(), opts.check);
     let pool = Pool::new(connector, inventory.clone(), forks);
     let env = Arc::new(Env::new(shared, pool, opts.check, opts.diff));

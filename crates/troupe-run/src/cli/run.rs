@@ -52,9 +52,10 @@ pub struct RunArgs {
     #[arg(short = 'e', long = "extra-vars", value_name = "VARS")]
     pub extra_vars: Vec<String>,
 
-    /// Hosts worked on at the same time (and connections opened at once).
-    #[arg(short = 'f', long, default_value_t = 64, value_name = "N")]
-    pub forks: usize,
+    /// Hosts worked on at the same time, and connections opened at once (default:
+    /// every selected host).
+    #[arg(short = 'f', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub forks: Option<u32>,
 
     /// Trust and record host keys that are not in known_hosts yet (a changed key is
     /// still refused).
@@ -133,7 +134,7 @@ pub fn main(args: RunArgs) -> ExitCode {
     let opts = RunOptions {
         check: args.check,
         diff: args.diff,
-        forks: args.forks.max(1),
+        forks: args.forks.map_or(0, |n| n as usize),
         force_handlers: args.force_handlers,
         limit,
         tags: args.tags,
