@@ -354,7 +354,20 @@ fn yaml_number() -> &'static regex::Regex {
 pub(crate) fn yaml_scalar(s: &str) -> String {
     let yaml11_special = ["y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"]
         .contains(&s.to_ascii_lowercase().as_str());
-    let numeric_looking = yaml_number().is_match(s);
+    let numeric_looking =
+        s.starts_with(|c: char| c.is_ascii_digit() || "+-.".contains(c)) && yaml_number().is_match(s);
+    // Fast path for the usual flag or path: only characters that are plain in a block
+    // scalar anywhere but at the start, and a start that is no YAML indicator (`-` only
+    // as in `--flag`).
+    let safe_chars = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._=,:+-".contains(c));
+    let safe_start = s.starts_with(|c: char| c.is_ascii_alphanumeric() || "/._".contains(c))
+        || (s.starts_with('-') && s.len() > 1 && !s.starts_with("---"));
+    let simple = safe_chars && safe_start;
+    if simple && !s.ends_with(':') && !yaml11_special && !numeric_looking {
+        return s.to_string();
+    }
     let plain_by_serde = serde_yaml::to_string(s).is_ok_and(|out| out.trim_end() == s && !s.contains('\n'));
     if plain_by_serde && !yaml11_special && !numeric_looking {
         s.to_string()
