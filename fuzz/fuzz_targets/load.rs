@@ -1,13 +1,18 @@
 //! Feeds arbitrary text to every troupe-dsl loader: none may panic, whatever the input.
 //! The first byte picks the loader, so one corpus covers inventories, playbooks and vars
-//! files; seed it with `../crates/troupe-dsl/tests/data/{ok,err}/*.kdl`.
+//! files; seed it with `../crates/troupe-dsl/tests/data/{ok,err}/*.kdl`. Every input
+//! also checks that the fast KDL path agrees with the `kdl` parser.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
 static ARGS: &[ArgSpec] = &[
-    ArgSpec { positional: true, required: true, ..ArgSpec::new("cmd", ArgKind::String, "") },
+    ArgSpec {
+        positional: true,
+        required: true,
+        ..ArgSpec::new("cmd", ArgKind::String, "")
+    },
     ArgSpec::new("mode", ArgKind::Mode, ""),
     ArgSpec::new("delay", ArgKind::Duration, ""),
     ArgSpec::new("items", ArgKind::List, ""),
@@ -19,16 +24,39 @@ static ARGS: &[ArgSpec] = &[
     ArgSpec::new("path", ArgKind::Path, ""),
 ];
 
-static DEBUG_ARGS: &[ArgSpec] = &[ArgSpec { positional: true, ..ArgSpec::new("msg", ArgKind::String, "") }];
+static DEBUG_ARGS: &[ArgSpec] = &[ArgSpec {
+    positional: true,
+    ..ArgSpec::new("msg", ArgKind::String, "")
+}];
 
 static MODULES: &[ModuleSpec] = &[
-    ModuleSpec { name: "shell", summary: "", doc: "", args: ARGS, one_of: &[&["path", "any"]], example: "" },
-    ModuleSpec { name: "debug", summary: "", doc: "", args: DEBUG_ARGS, one_of: &[], example: "" },
+    ModuleSpec {
+        name: "shell",
+        summary: "",
+        doc: "",
+        args: ARGS,
+        one_of: &[&["path", "any"]],
+        example: "",
+    },
+    ModuleSpec {
+        name: "debug",
+        summary: "",
+        doc: "",
+        args: DEBUG_ARGS,
+        one_of: &[],
+        example: "",
+    },
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     let text = String::from_utf8_lossy(rest);
+    // the fast KDL path must build exactly what kdl builds, or decline
+    if let Err(e) = troupe_dsl::__fast_path_agrees_with_kdl(&text) {
+        panic!("fast path disagrees with kdl: {e}");
+    }
     let opts = troupe_dsl::LoadOptions::default();
     match which % 3 {
         0 => {

@@ -968,8 +968,10 @@ fn canonical(p: &Path) -> PathBuf {
 /// literal `delegate-to` names a host or group that exists.
 pub(crate) fn check_against_inventory(pb: &Playbook, inv: &Inventory) -> Result<(), miette::Report> {
     let mut problems = Problems::default();
-    let mut files: HashMap<PathBuf, (usize, Option<kdl::KdlDocument>)> = HashMap::new();
-    let mut file_for = |problems: &mut Problems, path: &Path| -> Option<(usize, Option<kdl::KdlDocument>)> {
+    // each file is parsed again (only when it has a problem) to find the entry spans
+    type Parsed = (usize, Arc<Option<kdl::KdlDocument>>);
+    let mut files: HashMap<PathBuf, Parsed> = HashMap::new();
+    let mut file_for = |problems: &mut Problems, path: &Path| -> Option<Parsed> {
         if let Some((i, doc)) = files.get(path) {
             return Some((*i, doc.clone()));
         }
@@ -978,7 +980,7 @@ pub(crate) fn check_against_inventory(pb: &Playbook, inv: &Inventory) -> Result<
         let text = pb.sources.get(path).cloned().unwrap_or_else(|| Arc::from(""));
         let file = Arc::new(SourceFile::new(path, &text));
         let idx = problems.add_file(&file);
-        let doc = kdl::KdlDocument::parse(&text).ok();
+        let doc = Arc::new(crate::decode::fast::parse(&text).or_else(|| kdl::KdlDocument::parse(&text).ok()));
         files.insert(path.to_path_buf(), (idx, doc.clone()));
         Some((idx, doc))
     };
@@ -1003,13 +1005,14 @@ pub(crate) fn check_against_inventory(pb: &Playbook, inv: &Inventory) -> Result<
             };
             let entry = doc
                 .as_ref()
+                .as_ref()
                 .and_then(|d| find_node(d.nodes(), play.loc.span.offset()))
                 .and_then(|n| n.entry("hosts").cloned());
             for name in missing {
                 let span = entry
                     .as_ref()
                     .map(|e| term_span(e, &play.hosts.raw, name))
-                    .unwrap_or(if doc.is_some() {
+                    .unwrap_or(if doc.as_ref().is_some() {
                         play.loc.span
                     } else {
                         SourceSpan::from(0..0)
@@ -1039,6 +1042,7 @@ pub(crate) fn check_against_inventory(pb: &Playbook, inv: &Inventory) -> Result<
             };
             let span = doc
                 .as_ref()
+                .as_ref()
                 .and_then(|d| find_node(d.nodes(), task.loc.span.offset()))
                 .and_then(|n| {
                     n.entry("delegate-to").map(|e| e.span()).or_else(|| {
@@ -1047,7 +1051,7 @@ pub(crate) fn check_against_inventory(pb: &Playbook, inv: &Inventory) -> Result<
                             .map(|c| c.span())
                     })
                 })
-                .unwrap_or(if doc.is_some() {
+                .unwrap_or(if doc.as_ref().is_some() {
                     task.loc.span
                 } else {
                     SourceSpan::from(0..0)
