@@ -96,29 +96,23 @@ fn openssl_fields(cert: &Path) -> OpensslFields {
     let mut ext = BTreeMap::new();
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim();
-        if let Some(rest) = t.strip_prefix("X509v3 ") {
-            if let Some((name, crit)) = rest.split_once(':') {
-                if name == "extensions" {
-                    continue; // the section header; extension order differs and does not matter
-                }
-                if name == "Subject Key Identifier" || name == "Authority Key Identifier" {
-                    ext.insert(name.to_string(), "present".to_string());
-                    continue;
-                }
-                let value = lines.get(i + 1).map(|v| v.trim()).unwrap_or("");
-                ext.insert(
-                    name.to_string(),
-                    format!(
-                        "{}{value}",
-                        if crit.contains("critical") {
-                            "critical "
-                        } else {
-                            ""
-                        }
-                    ),
-                );
-            }
+        let Some((name, crit)) = t.strip_prefix("X509v3 ").and_then(|rest| rest.split_once(':')) else {
+            continue;
+        };
+        if name == "extensions" {
+            continue; // the section header; extension order differs and does not matter
         }
+        if name == "Subject Key Identifier" || name == "Authority Key Identifier" {
+            ext.insert(name.to_string(), "present".to_string());
+            continue;
+        }
+        let value = lines.get(i + 1).map(|v| v.trim()).unwrap_or("");
+        let crit = if crit.contains("critical") {
+            "critical "
+        } else {
+            ""
+        };
+        ext.insert(name.to_string(), format!("{crit}{value}"));
     }
     OpensslFields {
         subject: after("Subject:"),

@@ -266,17 +266,16 @@ impl Module for PkiCa {
                 }
                 let mut outcome = Outcome::ok(facts_json(&ca, &paths, true));
                 // Only when the caller asked for a subject: tell them the CA differs.
-                if spec.cfssl_csr.is_some() || !spec.subject.cn.is_empty() {
-                    if let Ok(req) = request(spec, cx) {
-                        if req.subject != ca.facts().subject_fields {
-                            outcome.msg = Some(format!(
-                                "adopted existing CA {} ({}); the requested subject {} is not applied to an existing CA",
-                                paths.cert,
-                                ca.facts().subject,
-                                req.subject
-                            ));
-                        }
-                    }
+                if (spec.cfssl_csr.is_some() || !spec.subject.cn.is_empty())
+                    && let Ok(req) = request(spec, cx)
+                    && req.subject != ca.facts().subject_fields
+                {
+                    outcome.msg = Some(format!(
+                        "adopted existing CA {} ({}); the requested subject {} is not applied to an existing CA",
+                        paths.cert,
+                        ca.facts().subject,
+                        req.subject
+                    ));
                 }
                 Ok(Check::Unchanged(outcome))
             }

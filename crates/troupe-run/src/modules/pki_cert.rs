@@ -230,15 +230,15 @@ fn attr_fix(path: &str, st: &FileStat, mode: u32, spec: &PkiCertSpec) -> Option<
     if have != mode {
         why.push(format!("mode {have:04o}, wanted {mode:04o}"));
     }
-    if let Some(o) = &spec.owner {
-        if &st.owner != o {
-            why.push(format!("owner {}, wanted {o}", st.owner));
-        }
+    if let Some(o) = &spec.owner
+        && &st.owner != o
+    {
+        why.push(format!("owner {}, wanted {o}", st.owner));
     }
-    if let Some(g) = &spec.group {
-        if &st.group != g {
-            why.push(format!("group {}, wanted {g}", st.group));
-        }
+    if let Some(g) = &spec.group
+        && &st.group != g
+    {
+        why.push(format!("group {}, wanted {g}", st.group));
     }
     (!why.is_empty()).then(|| AttrFix {
         path: path.to_string(),

@@ -384,8 +384,7 @@ impl CfsslCsr {
 }
 
 fn find_number_span(src: &str, n: u32) -> Option<SourceSpan> {
-    let needle = format!("\"size\"");
-    let at = src.find(&needle)?;
+    let at = src.find("\"size\"")?;
     let rest = &src[at..];
     let num = n.to_string();
     let off = rest.find(&num)?;
@@ -394,10 +393,10 @@ fn find_number_span(src: &str, n: u32) -> Option<SourceSpan> {
 
 impl CfsslError {
     fn with_span(mut self, new: Option<SourceSpan>) -> Self {
-        if let CfsslError::Unsupported { span, .. } = &mut self {
-            if new.is_some() {
-                *span = new;
-            }
+        if let CfsslError::Unsupported { span, .. } = &mut self
+            && new.is_some()
+        {
+            *span = new;
         }
         self
     }
