@@ -133,3 +133,15 @@ fn the_renderer_is_shared_across_threads() {
         h.join().unwrap();
     }
 }
+
+#[test]
+fn an_unreadable_template_is_a_read_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bin.j2"), [0xff, 0xfe, 0x00]).unwrap();
+    let r = Renderer::new(vec![dir.path().to_path_buf()]);
+    let err = r.render_file("bin.j2", &Context::default()).unwrap_err();
+    match err {
+        RenderError::Read { path, .. } => assert_eq!(path, dir.path().join("bin.j2")),
+        other => panic!("{other:?}"),
+    }
+}
