@@ -447,10 +447,9 @@ impl Etcd {
         let t = self.dialer.request_timeout;
         let resp = bounded(t, &self.endpoint, "member list", self.client.member_list()).await?;
         let cluster = resp.header().map(|h| h.cluster_id()).unwrap_or(0);
-        Ok((
-            cluster,
-            resp.members().iter().map(MemberInfo::from_etcd).collect(),
-        ))
+        let mut members: Vec<MemberInfo> = resp.members().iter().map(MemberInfo::from_etcd).collect();
+        sort_members(&mut members);
+        Ok((cluster, members))
     }
 
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
@@ -743,6 +742,12 @@ fn short(e: &EtcdError) -> String {
         EtcdError::Request { detail, .. } | EtcdError::Unreachable { detail, .. } => detail.clone(),
         other => other.to_string(),
     }
+}
+
+/// By name (unstarted members, which have none, last), so registered lists and the
+/// `--etcd-servers` built from them keep one order from run to run.
+pub fn sort_members(members: &mut [MemberInfo]) {
+    members.sort_by(|a, b| (a.name.is_empty(), &a.name, a.id).cmp(&(b.name.is_empty(), &b.name, b.id)));
 }
 
 /// `3.4.23` → (3, 4); unknown → (0, 0).

@@ -111,6 +111,9 @@ fn outcome_data(health: &ClusterHealth, want: &Want) -> Value {
 }
 
 fn members_data(cluster_id: &str, members: &[MemberInfo], member: Option<&MemberInfo>, want: &Want) -> Value {
+    let mut members = members.to_vec();
+    crate::etcd::client::sort_members(&mut members);
+    let members = &members[..];
     let mut initial = Vec::new();
     for m in members {
         let is_mine = m
