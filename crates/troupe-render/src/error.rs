@@ -151,28 +151,22 @@ pub(crate) fn convert(
     let kind = err.kind();
     let detail = err.detail().unwrap_or("").to_string();
 
+    // A file that exists but cannot be read: our loader attaches the io failure.
+    if let Some(io) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
+        return RenderError::Read {
+            path: io.path.clone(),
+            source: std::io::Error::new(io.kind, io.message.clone()),
+        };
+    }
     if kind == ErrorKind::TemplateNotFound {
         let name = detail
             .strip_prefix("template \"")
             .and_then(|d| d.split('"').next())
             .unwrap_or(&detail)
             .to_string();
-        // A read failure is reported by our loader as an io source on the error.
-        if let Some(io) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
-            return RenderError::Read {
-                path: io.path.clone(),
-                source: std::io::Error::new(io.kind, io.message.clone()),
-            };
-        }
         return RenderError::NotFound {
             name,
             searched: searched(),
-        };
-    }
-    if let Some(io) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<ReadFailure>()) {
-        return RenderError::Read {
-            path: io.path.clone(),
-            source: std::io::Error::new(io.kind, io.message.clone()),
         };
     }
 
