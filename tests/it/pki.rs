@@ -300,12 +300,16 @@ impl TlsSet {
 
 /// CA rsa-2048, server/peer/client ecdsa-p256 for 127.0.0.1, written cfssl-style.
 fn loopback_set(server_client_auth: bool) -> TlsSet {
+    loopback_set_of(server_client_auth, KeyType::Rsa2048, KeyType::EcdsaP256)
+}
+
+fn loopback_set_of(server_client_auth: bool, ca_key: KeyType, leaf_key: KeyType) -> TlsSet {
     let dir = tempfile::tempdir().unwrap();
     let now = time::OffsetDateTime::now_utc();
     let ca = create_ca(
         &CaRequest {
             subject: Subject::cn("troupe test CA"),
-            key_type: KeyType::Rsa2048,
+            key_type: ca_key,
             expiry: Duration::from_secs(86_400),
         },
         now,
@@ -322,6 +326,10 @@ fn loopback_set(server_client_auth: bool) -> TlsSet {
         ("peer1", CertRequest::new("etcd0", Profile::Peer, lo.clone())),
         ("client", CertRequest::new("client", Profile::Client, vec![])),
     ];
+    let reqs = reqs.map(|(name, mut req)| {
+        req.key_type = leaf_key;
+        (name, req)
+    });
     for (name, req) in reqs {
         let (cert, key) = issue_with_new_key(&ca, &req, now).unwrap();
         std::fs::write(dir.path().join(format!("{name}.pem")), cert).unwrap();
@@ -483,6 +491,26 @@ fn real_etcd_accepts_troupe_certificates() {
         .output()
         .unwrap();
     assert!(!anon.status.success());
+}
+
+/// "Key types where etcd accepts them": etcd 3.4 (Go crypto/tls) serves and verifies
+/// every key type troupe issues, for the CA and the leaves alike.
+#[test]
+fn real_etcd_accepts_every_key_type() {
+    for (ca_key, leaf_key) in [
+        (KeyType::EcdsaP384, KeyType::EcdsaP384),
+        (KeyType::Ed25519, KeyType::Ed25519),
+        (KeyType::EcdsaP256, KeyType::Rsa2048),
+    ] {
+        let tls = loopback_set_of(true, ca_key, leaf_key);
+        let etcd = start_etcd(&tls);
+        let put = etcdctl(&tls, &etcd.client_url, &["put", "k", leaf_key.as_str()]);
+        assert!(
+            put.status.success(),
+            "{ca_key}/{leaf_key}: {}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+    }
 }
 
 /// Regression guard for the note in docs/pki.md: etcd's gRPC gateway dials its own
