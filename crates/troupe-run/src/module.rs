@@ -144,7 +144,7 @@ pub enum TaskError {
     /// A template (file, argument or expression) failed for this host.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Render(#[from] troupe_render::RenderError),
+    Render(Box<troupe_render::RenderError>),
 
     #[error("argument `{arg}`: {msg}")]
     #[diagnostic(code(troupe::task::bad_arg))]
@@ -157,6 +157,12 @@ pub enum TaskError {
         #[help]
         help: Option<String>,
     },
+}
+
+impl From<troupe_render::RenderError> for TaskError {
+    fn from(e: troupe_render::RenderError) -> Self {
+        TaskError::Render(Box::new(e))
+    }
 }
 
 impl TaskError {

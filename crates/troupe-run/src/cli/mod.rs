@@ -55,6 +55,8 @@ impl LoadArgs {
     /// Load and check both files; diagnostics are printed to stderr.
     pub fn load(&self) -> Result<(Inventory, Playbook), ExitCode> {
         let inventory = troupe_dsl::load_inventory(&self.inventory).map_err(report)?;
+        // `..Default::default()` keeps this compiling when the DSL adds options.
+        #[allow(clippy::needless_update)]
         let opts = troupe_dsl::LoadOptions {
             roles_path: self.roles_path.clone(),
             ..Default::default()

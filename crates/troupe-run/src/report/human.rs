@@ -374,7 +374,7 @@ mod tests {
                 ..Stats::default()
             },
         );
-        let text = recap_lines(&hosts, None).join("\n");
+        let text = recap_lines(&hosts, None).join("\n").trim_start().to_string();
         insta::assert_snapshot!(text, @r"
         RECAP
         podc01  ok=3   changed=1   failed=0   unreachable=0   skipped=0
