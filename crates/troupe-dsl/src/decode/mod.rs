@@ -83,12 +83,8 @@ impl Cx {
                 for d in err.diagnostics {
                     let span = clamp(d.span, text.len());
                     let found = self.file.slice(span).to_string();
-                    let (message, label, help) = match v1_hint(&found) {
-                        Some((word, help)) => (
-                            format!("`{word}` is not a value in KDL v2"),
-                            format!("write #{word}"),
-                            Some(help),
-                        ),
+                    let (message, label, help) = match v1_habit(&found) {
+                        Some((message, label, help)) => (message, label, Some(help)),
                         None => (
                             d.message.unwrap_or_else(|| "invalid KDL".into()),
                             d.label.unwrap_or_else(|| "here".into()),
@@ -318,19 +314,40 @@ fn is_bool_word(s: &str) -> bool {
     )
 }
 
-/// KDL v1 wrote `true`, `false` and `null` bare; v2 rejects them as identifiers.
-/// Returns the keyword and the help to show.
-fn v1_hint(found: &str) -> Option<(&str, String)> {
+/// Recognises KDL v1 spellings that v2 rejects, under a syntax error's span: bare
+/// `true`/`false`/`null`, `r"raw"` strings, the `\/` escape. Returns the message,
+/// label and help to show instead of the parser's generic ones.
+fn v1_habit(found: &str) -> Option<(String, String, String)> {
     let word = found.trim().trim_start_matches('=');
-    if !matches!(word, "true" | "false" | "null" | "inf" | "-inf" | "nan") {
-        return None;
+    if matches!(word, "true" | "false" | "null" | "inf" | "-inf" | "nan") {
+        return Some((
+            format!("`{word}` is not a value in KDL v2"),
+            format!("write #{word}"),
+            format!(
+                "KDL v2 writes keywords with a `#`: `#{word}`; bare `{word}` is KDL v1 (for the string, quote it: \"{word}\")"
+            ),
+        ));
     }
-    Some((
-        word,
-        format!(
-            "KDL v2 writes keywords with a `#`: `#{word}`; bare `{word}` is KDL v1 (for the string, quote it: \"{word}\")"
-        ),
-    ))
+    let raw = word.rsplit('=').next().unwrap_or(word);
+    if let Some(rest) = raw
+        .strip_prefix('r')
+        .filter(|r| r.starts_with('"') || r.starts_with('#'))
+    {
+        let fence = "#".repeat(rest.chars().take_while(|c| *c == '#').count().max(1));
+        return Some((
+            "`r\"...\"` raw strings are KDL v1".into(),
+            "KDL v1 raw string".into(),
+            format!("KDL v2 writes raw strings with `#` only: {fence}\"...\"{fence}"),
+        ));
+    }
+    if found.contains("\\/") {
+        return Some((
+            "`\\/` is not an escape in KDL v2".into(),
+            "KDL v1 escape".into(),
+            "write a plain `/`: KDL v2 dropped the `\\/` escape".into(),
+        ));
+    }
+    None
 }
 
 /// How a value reads in an error message.
