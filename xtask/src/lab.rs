@@ -550,7 +550,17 @@ pub fn down(name: &str) -> Result<()> {
                 break;
             }
             if Instant::now() > deadline {
-                eprintln!("lab {name}: {} processes ignored TERM; killing them", left.len());
+                let names: Vec<String> = left
+                    .iter()
+                    .map(|p| {
+                        let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                        format!("{p} {}", comm.trim())
+                    })
+                    .collect();
+                eprintln!(
+                    "lab {name}: still running 5s after TERM, killing: {}",
+                    names.join(", ")
+                );
                 signal(&left, "KILL");
                 std::thread::sleep(Duration::from_millis(200));
                 break;

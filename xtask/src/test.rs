@@ -14,9 +14,15 @@ pub fn run(args: &[String]) -> ExitCode {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(xtask::workspace_root())
-        .args(["test", "--workspace"])
-        .args(args);
+    cmd.current_dir(xtask::workspace_root()).arg("test");
+    // `cargo xtask test -p troupe-tests connection` narrows it down like cargo does.
+    if !args
+        .iter()
+        .any(|a| a.starts_with("-p") || a.starts_with("--package"))
+    {
+        cmd.arg("--workspace");
+    }
+    cmd.args(args);
     eprintln!("test: $ {}", xtask::display_cmd(&cmd));
     let status = cmd.status();
     eprintln!("test: stopping every lab the tests started");
