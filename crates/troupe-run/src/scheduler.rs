@@ -686,6 +686,63 @@ play "q" hosts=podc02 {
         assert!(!summary.stats.contains_key("podc03"));
     }
 
+    #[tokio::test]
+    async fn roles_find_their_files_and_templates_and_layer_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let w = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        w("templates/shared.j2", "shared {{ port }}\n");
+        w("playbooks/templates/local.j2", "local {{ port }}\n");
+        w("playbooks/roles/app/defaults.kdl", "port 1\nname \"default\"\n");
+        w("playbooks/roles/app/files/app.bin", "binary-ish\n");
+        w("playbooks/roles/app/templates/app.j2", "{{ name }}:{{ port }}\n");
+        w(
+            "playbooks/roles/app/tasks.kdl",
+            r#"task "role file" { copy "app.bin" dest="/t/app.bin" }
+task "role template" { template "app.j2" dest="/t/app.conf" }
+"#,
+        );
+        w(
+            "playbooks/play.kdl",
+            r#"play "p" hosts=podc01 {
+    vars { port 2 }
+    role app { vars { name "param" } }
+    task "playbook template" { template "local.j2" dest="/t/local" }
+    task "shared template" { template "shared.j2" dest="/t/shared" }
+}"#,
+        );
+        let mut h = Harness::new(r#"play "unused" hosts=podc01 { task "t" { debug "x" } }"#);
+        let specs = crate::modules::specs();
+        h.playbook = Arc::new(
+            troupe_dsl::load_playbook(
+                &root.join("playbooks/play.kdl"),
+                &specs,
+                &troupe_dsl::LoadOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}")),
+        );
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        let errors: Vec<_> = rec.results().into_iter().filter_map(|r| r.error).collect();
+        assert_eq!(summary.exit_code(), 0, "{errors:?}");
+        let host = h.host("podc01");
+        assert_eq!(host.file("/t/app.bin").unwrap().content, b"binary-ish\n");
+        assert_eq!(
+            host.file("/t/app.conf").unwrap().content,
+            b"param:2\n",
+            "play vars beat role defaults"
+        );
+        assert_eq!(host.file("/t/local").unwrap().content, b"local 2\n");
+        assert_eq!(
+            host.file("/t/shared").unwrap().content,
+            b"shared 2\n",
+            "top-level templates/"
+        );
+    }
+
     #[test]
     fn serial_batches_and_tags() {
         let hosts: Vec<String> = (1..=5).map(|i| format!("h{i}")).collect();
