@@ -8,6 +8,7 @@
 //! strings and expressions are translated back to what the user wrote.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use miette::{NamedSource, SourceSpan};
 use minijinja::ErrorKind;
@@ -25,7 +26,7 @@ pub enum RenderError {
         template: String,
         line: usize,
         #[source_code]
-        src: Option<NamedSource<String>>,
+        src: Option<Arc<NamedSource<String>>>,
         #[label("not defined for this host")]
         span: Option<SourceSpan>,
         help: String,
@@ -42,7 +43,7 @@ pub enum RenderError {
         line: usize,
         detail: String,
         #[source_code]
-        src: Option<NamedSource<String>>,
+        src: Option<Arc<NamedSource<String>>>,
         #[label("{detail}")]
         span: Option<SourceSpan>,
     },
@@ -76,12 +77,12 @@ pub enum RenderError {
     #[diagnostic(code(troupe::render::eval), help("{help}"))]
     Eval {
         /// minijinja's error kind, e.g. `invalid operation`.
-        kind: String,
+        kind: ErrorKind,
         detail: String,
         template: String,
         line: usize,
         #[source_code]
-        src: Option<NamedSource<String>>,
+        src: Option<Arc<NamedSource<String>>>,
         #[label("{kind}")]
         span: Option<SourceSpan>,
         help: String,
@@ -183,7 +184,7 @@ pub(crate) fn convert(
             // For a synthetic template the wrapper sits on line 1, so lines match;
             // without a range, point at the start of the reported line.
             let span = span.or_else(|| line_span(&o.text, line));
-            let src = NamedSource::new(o.source_name, o.text);
+            let src = Arc::new(NamedSource::new(o.source_name, o.text));
             (o.display, Some(src), span, line.max(1))
         }
         None => (
@@ -242,7 +243,7 @@ pub(crate) fn convert(
                 format!("{kind}: {detail}")
             };
             RenderError::Eval {
-                kind: kind.to_string(),
+                kind,
                 detail,
                 template,
                 line,

@@ -269,8 +269,7 @@ fn find_command(lines: &[Line<'_>], container: &str) -> Result<Command, Manifest
 
     // Split the list into items.
     let mut items: Vec<(usize, usize)> = Vec::new();
-    for i in first..list_end {
-        let l = &lines[i];
+    for (i, l) in lines.iter().enumerate().take(list_end).skip(first) {
         if !l.is_filler() && l.indent() == item_indent && l.is_dash() {
             if let Some(last) = items.last_mut() {
                 last.1 = i;
@@ -289,8 +288,7 @@ fn find_command(lines: &[Line<'_>], container: &str) -> Result<Command, Manifest
         if let Some((k, v)) = split_key(after_dash.trim_start()) {
             keys.push((start, k, v));
         }
-        for i in start + 1..end {
-            let l = &lines[i];
+        for (i, l) in lines.iter().enumerate().take(end).skip(start + 1) {
             if !l.is_filler()
                 && l.indent() == key_col
                 && !l.is_dash()
@@ -325,8 +323,7 @@ fn find_command(lines: &[Line<'_>], container: &str) -> Result<Command, Manifest
             .unwrap_or(end);
         let mut entries = Vec::new();
         let mut seq_indent = None;
-        for i in cmd + 1..cmd_end {
-            let l = &lines[i];
+        for (i, l) in lines.iter().enumerate().take(cmd_end).skip(cmd + 1) {
             if l.is_filler() {
                 continue;
             }

@@ -181,7 +181,7 @@ impl Renderer {
                 name: expr.trim().to_string(),
                 template: "<expression>".into(),
                 line: 1,
-                src: Some(miette::NamedSource::new("expression", expr.to_string())),
+                src: Some(Arc::new(miette::NamedSource::new("expression", expr.to_string()))),
                 span: Some((0..expr.len()).into()),
                 help: error::undefined_help(expr.trim()),
             });
