@@ -708,6 +708,23 @@ async fn modules_over_ssh_issue_keep_and_reissue_only_what_changed() {
     );
     assert!(openssl_verify(&ca_pem, &local("server.pem")));
 
+    // Every key type, generated on the host by openssl and signed through its CSR.
+    for kt in KeyType::NAMES {
+        let a = args(
+            json!({"name": format!("k-{kt}"), "ca-dir": ca_dir, "dest": dir, "profile": "client",
+                            "key-type": kt}),
+        );
+        let (s, o) = cx.run(&PkiCert, &a).await.unwrap();
+        assert!(s.is_some(), "{kt}");
+        assert_eq!(o.data["key_type"], *kt);
+        assert_eq!(
+            cx.run(&PkiCert, &a).await.unwrap().0,
+            None,
+            "{kt}: re-run must keep it"
+        );
+        assert!(openssl_verify(&ca_pem, &local(&format!("k-{kt}.pem"))), "{kt}");
+    }
+
     // Corrupt PEM: a clear error naming the file, and the file is left as it was.
     let garbage = b"-----BEGIN CERTIFICATE-----\nMIIB...truncated\n-----END CERTIFICATE-----\n";
     std::fs::write(local("peer1.pem"), garbage).unwrap();

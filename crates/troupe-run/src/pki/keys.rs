@@ -305,9 +305,6 @@ mod tests {
     #[test]
     fn every_key_type_generates_and_reads_back() {
         for kt in KeyType::ALL {
-            if kt == KeyType::Rsa4096 {
-                continue; // slow in debug builds; rsa-2048 covers the RSA path
-            }
             let key = generate_key(kt).unwrap();
             assert_eq!(key.key_type(), kt);
             assert_eq!(describe_spki(&key.spki_der()), kt.as_str());
