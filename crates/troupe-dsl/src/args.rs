@@ -238,11 +238,11 @@ fn check_kind(
     entry: Option<&KdlEntry>,
 ) {
     let what = format!("argument `{name}` of `{module}`");
-    if let Value::String(s) = value {
-        if is_template(s) {
-            check_templates(cx, env, value, &what, span);
-            return;
-        }
+    if let Value::String(s) = value
+        && is_template(s)
+    {
+        check_templates(cx, env, value, &what, span);
+        return;
     }
     let wrong = |cx: &mut Cx, help: Option<String>| {
         cx.error(DslError::WrongType {

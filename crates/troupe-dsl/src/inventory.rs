@@ -275,11 +275,11 @@ impl Decoder {
                 self.hosts.insert_full(name.clone(), draft).0
             }
         };
-        if let Some(g) = group {
-            if !self.hosts[idx].direct.contains(&g) {
-                self.hosts[idx].direct.push(g);
-                self.groups[g].group.hosts.push(name.clone());
-            }
+        if let Some(g) = group
+            && !self.hosts[idx].direct.contains(&g)
+        {
+            self.hosts[idx].direct.push(g);
+            self.groups[g].group.hosts.push(name.clone());
         }
         let mut seen = Vec::new();
         for e in node.entries() {
@@ -613,7 +613,7 @@ impl Inventory {
         };
         let mut vars = self.vars.clone();
         for g in self.groups_by_depth() {
-            if host.groups.iter().any(|n| *n == g.name) {
+            if host.groups.contains(&g.name) {
                 vars.extend(g.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }

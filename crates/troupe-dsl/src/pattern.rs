@@ -133,7 +133,7 @@ impl Inventory {
         };
         let mut out: Vec<&Host> = self.hosts.values().filter(|h| keep(h)).collect();
         if let Some(local) = &self.implicit_localhost {
-            let named = |terms: &[&str]| terms.iter().any(|t| *t == "localhost");
+            let named = |terms: &[&str]| terms.contains(&"localhost");
             if named(&includes) && intersects.iter().all(|t| *t == "localhost") && !named(&excludes) {
                 out.push(local);
             }

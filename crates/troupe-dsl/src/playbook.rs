@@ -532,17 +532,17 @@ impl<'a> Loader<'a> {
             "failed-when" => task.failed_when = self.bool_or_expr(cx, key, e),
             "loop" => task.loop_ = self.expr(cx, key, e).map(Loop::Expr),
             "loop-var" => {
-                if let Some(v) = cx.string(e, &what) {
-                    if check_identifier(cx, &v, e.span(), "loop variable") {
-                        task.loop_var = v;
-                    }
+                if let Some(v) = cx.string(e, &what)
+                    && check_identifier(cx, &v, e.span(), "loop variable")
+                {
+                    task.loop_var = v;
                 }
             }
             "register" => {
-                if let Some(v) = cx.string(e, &what) {
-                    if check_identifier(cx, &v, e.span(), "registered variable") {
-                        task.register = Some(v);
-                    }
+                if let Some(v) = cx.string(e, &what)
+                    && check_identifier(cx, &v, e.span(), "registered variable")
+                {
+                    task.register = Some(v);
                 }
             }
             "notify" => {
@@ -789,10 +789,10 @@ impl<'a> Loader<'a> {
             vars,
         });
         self.task_file(cx, &files.tasks, span, Some(&role), state, "role tasks");
-        if let Some(h) = &files.handlers {
-            if state.role_handlers.insert(dir) {
-                self.handler_file(cx, h, span, &role, state);
-            }
+        if let Some(h) = &files.handlers
+            && state.role_handlers.insert(dir)
+        {
+            self.handler_file(cx, h, span, &role, state);
         }
     }
 
@@ -816,14 +816,14 @@ impl<'a> Loader<'a> {
         let handlers = Some(dir.join("handlers.kdl")).filter(|p| p.is_file());
         let defaults_path = dir.join("defaults.kdl");
         let mut defaults = Vars::new();
-        if defaults_path.is_file() {
-            if let Some(file) = self.open(cx, &defaults_path, span, "role defaults") {
-                cx.in_file(file, |cx| {
-                    if let Some(doc) = cx.parse() {
-                        crate::decode::value::vars_block(cx, &doc, &mut defaults);
-                    }
-                });
-            }
+        if defaults_path.is_file()
+            && let Some(file) = self.open(cx, &defaults_path, span, "role defaults")
+        {
+            cx.in_file(file, |cx| {
+                if let Some(doc) = cx.parse() {
+                    crate::decode::value::vars_block(cx, &doc, &mut defaults);
+                }
+            });
         }
         let files = Arc::new(RoleFiles {
             tasks,
