@@ -144,6 +144,17 @@ impl Lab {
             .expect("cannot run ssh")
     }
 
+    /// Take `host` down (sshd, services, everything started on it) while the rest of
+    /// the lab runs on: its address refuses connections afterwards. Only for labs of
+    /// your own ([`Lab::start`]), never the shared one.
+    pub fn stop_host(&self, host: &str) {
+        assert!(
+            self.owned,
+            "stop_host on the shared lab would break other tests: use Lab::start"
+        );
+        xtask::lab::stop_host(&self.info.name, host).unwrap_or_else(|e| panic!("stop {host}: {e:#}"));
+    }
+
     /// [`Lab::ssh`] that must succeed; returns stdout.
     pub fn ssh_ok(&self, host: &str, cmd: &str) -> String {
         let out = self.ssh(host, cmd);

@@ -680,3 +680,27 @@ fn the_fixture_builds_and_runs_the_troupe_binary() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("troupe"));
 }
+
+#[tokio::test]
+async fn a_stopped_lab_host_is_unreachable_and_the_others_are_not() {
+    let lab = Lab::start("conn-stop", 2);
+    let conn = connect(&lab, "podc01").await;
+    lab.ssh_ok("podc01", "mkdir -p /etc/sv/sleeper && printf '#!/bin/sh\\nexec sleep 1000\\n' > /etc/sv/sleeper/run && chmod +x /etc/sv/sleeper/run && ln -s /etc/sv/sleeper /etc/service/");
+    let up = "for i in $(seq 100); do sv status /etc/service/sleeper 2>/dev/null | grep -q '^run:' && exit 0; sleep 0.1; done; exit 1";
+    assert!(
+        lab.ssh("podc01", up).status.success(),
+        "runit did not start the sleeper"
+    );
+    lab.stop_host("podc01");
+    assert!(
+        xtask::lab::processes_in(lab.host("podc01")).is_empty(),
+        "podc01 left processes behind"
+    );
+    match SshConnection::connect("podc01", lab.address("podc01"), &lab.ssh_options()).await {
+        Err(e @ ConnError::Unreachable { .. }) => assert!(e.is_unreachable()),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // The open connection notices its host is gone.
+    assert!(conn.exec(&Cmd::argv(["true"])).await.is_err());
+    assert_eq!(lab.ssh_ok("podc02", "hostname"), "podc02\n");
+}

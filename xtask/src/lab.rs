@@ -528,49 +528,65 @@ pub fn down(name: &str) -> Result<()> {
         eprintln!("lab {name}: not running");
         return Ok(());
     };
-    let mut pids = Vec::new();
-    for h in &info.hosts {
-        pids.extend(processes_in(h));
-    }
-    if pids.is_empty() {
-        eprintln!("lab {name}: no process left");
-    } else {
-        eprintln!(
-            "lab {name}: stopping {} processes in {} hosts",
-            pids.len(),
-            info.hosts.len()
-        );
-        // runsvdir/runsv stop their services on TERM too; everything in the host's
-        // namespaces (sshd, sessions, services) gets TERM, then KILL after 5 s.
-        signal(&pids, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left: Vec<u32> = info.hosts.iter().flat_map(processes_in).collect();
-            if left.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let names: Vec<String> = left
-                    .iter()
-                    .map(|p| {
-                        let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-                        format!("{p} {}", comm.trim())
-                    })
-                    .collect();
-                eprintln!(
-                    "lab {name}: still running 5s after TERM, killing: {}",
-                    names.join(", ")
-                );
-                signal(&left, "KILL");
-                std::thread::sleep(Duration::from_millis(200));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    stop_processes(&format!("lab {name}"), &info.hosts);
     fs::remove_file(info.dir.join("state"))
         .with_context(|| format!("remove {:?}", info.dir.join("state")))?;
     eprintln!("lab {name}: down");
+    Ok(())
+}
+
+/// Stop every process living in `hosts`' namespaces: TERM (runsvdir/runsv stop their
+/// services on TERM too), then KILL what is left after 5 s. Returns how many there were.
+fn stop_processes(label: &str, hosts: &[LabHost]) -> usize {
+    let pids: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
+    if pids.is_empty() {
+        eprintln!("{label}: no process left");
+        return 0;
+    }
+    eprintln!(
+        "{label}: stopping {} processes in {} hosts",
+        pids.len(),
+        hosts.len()
+    );
+    signal(&pids, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = left
+                .iter()
+                .map(|p| {
+                    let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    format!("{p} {}", comm.trim())
+                })
+                .collect();
+            eprintln!(
+                "{label}: still running 5s after TERM, killing: {}",
+                names.join(", ")
+            );
+            signal(&left, "KILL");
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pids.len()
+}
+
+/// Take one host of a running lab down (its sshd, runit services and every process
+/// started on it), as if the machine had died: its address then refuses connections.
+/// The rest of the lab keeps running; `up` starts the whole lab afresh.
+pub fn stop_host(lab: &str, host: &str) -> Result<()> {
+    let info = load(lab)?.with_context(|| format!("lab {lab} is not running"))?;
+    let h = info
+        .hosts
+        .iter()
+        .find(|h| h.name == host)
+        .with_context(|| format!("lab {lab} has no host {host}"))?;
+    stop_processes(&format!("lab {lab}: {host}"), std::slice::from_ref(h));
     Ok(())
 }
 
