@@ -95,6 +95,36 @@ impl Renderer {
         tmpl.render(ctx.to_value()).map_err(|e| self.convert(e, None))
     }
 
+    /// Loads and compiles the template file `name` without rendering it, so syntax
+    /// errors and missing files surface before any host is contacted. The compiled
+    /// template stays cached for the run. (Templates it includes or imports are checked
+    /// when it renders.)
+    pub fn check_file(&self, name: &str) -> Result<(), RenderError> {
+        self.env
+            .get_template(name)
+            .map(|_| ())
+            .map_err(|e| self.convert(e, None))
+    }
+
+    /// Compiles an inline template string (a task argument) without rendering it.
+    pub fn check_str(&self, src: &str) -> Result<(), RenderError> {
+        if !is_template(src) {
+            return Ok(());
+        }
+        self.env
+            .get_template(&format!("{STR_PREFIX}{src}"))
+            .map(|_| ())
+            .map_err(|e| self.convert(e, Some((src, 0))))
+    }
+
+    /// Compiles a brace-less expression (`when`, `until`, ...) without evaluating it.
+    pub fn check_expr(&self, expr: &str) -> Result<(), RenderError> {
+        self.env
+            .get_template(&format!("{EXPR_PREFIX}{expr}"))
+            .map(|_| ())
+            .map_err(|e| self.convert(e, Some((expr, WRAP_HEAD.len()))))
+    }
+
     /// The path `name` resolves to, if a search dir holds it.
     pub fn find_file(&self, name: &str) -> Option<PathBuf> {
         self.search_dirs

@@ -145,3 +145,25 @@ fn an_unreadable_template_is_a_read_error_naming_the_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn templates_strings_and_expressions_can_be_checked_before_running() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/templates");
+    let r = Renderer::new(vec![fixtures, common::templates_dir()]);
+    r.check_file("etcd.yaml.j2").unwrap();
+    assert!(matches!(
+        r.check_file("etcd-peers.conf.j2"),
+        Err(RenderError::Syntax { line: 4, .. })
+    ));
+    assert!(matches!(
+        r.check_file("nope.j2"),
+        Err(RenderError::NotFound { .. })
+    ));
+    r.check_str("--name={{ inventory_hostname }}").unwrap();
+    assert!(matches!(
+        r.check_str("{{ a + }}"),
+        Err(RenderError::Syntax { .. })
+    ));
+    r.check_expr("groups.etcd | length > 1").unwrap();
+    assert!(matches!(r.check_expr("a, b"), Err(RenderError::Syntax { .. })));
+}
