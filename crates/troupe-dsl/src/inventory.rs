@@ -633,3 +633,38 @@ pub(crate) fn decode_vars(path: &Path, text: &str) -> Result<Vars, miette::Repor
     cx.problems.finish(&path.display().to_string())?;
     Ok(vars)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_ordered_parents_first_then_by_file_order() {
+        // 0 and 3 are roots; 1 is a child of 0; 2 a child of 1 and of 3
+        let parents: Vec<&[usize]> = vec![&[], &[0], &[1, 3], &[]];
+        assert_eq!(order_groups(parents), [0, 3, 1, 2]);
+        // a child listed before its parent still comes after it
+        let parents: Vec<&[usize]> = vec![&[1], &[]];
+        assert_eq!(order_groups(parents), [1, 0]);
+        // a cycle (which the decoder rejects) still terminates
+        let parents: Vec<&[usize]> = vec![&[1], &[0]];
+        assert_eq!(order_groups(parents).len(), 2);
+    }
+
+    #[test]
+    fn host_vars_layer_inventory_groups_host() {
+        let inv = decode(
+            Path::new("i.kdl"),
+            r#"
+            vars { a "inventory"; b "inventory"; c "inventory" }
+            group outer { vars { b "outer"; c "outer" }; group inner { vars { c "inner" }; host h { vars { d 1 } } } }
+            "#,
+        )
+        .unwrap();
+        let v = inv.host_vars("h");
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"a":"inventory","b":"outer","c":"inner","d":1}"#
+        );
+    }
+}
