@@ -414,6 +414,9 @@ async fn host_key_matches(
                 .conn
                 .exec(&Cmd::argv(["openssl", "pkey", "-in", path.as_str(), "-pubout"]))
                 .await?;
+            if out.exit_code == 127 {
+                return Err(no_openssl(cx.conn.host()));
+            }
             if !out.success() {
                 let err = out.stderr_str();
                 return Err(corrupt(
@@ -436,6 +439,13 @@ async fn host_key_matches(
             Ok(Some(key_matches(&key, &facts.spki_der)))
         }
     }
+}
+
+fn no_openssl(host: &str) -> TaskError {
+    TaskError::failed_help(
+        format!("`openssl` is not installed on {host}"),
+        "key-location=\"host\" makes and reads keys with openssl on the host: install it, or use key-location=\"controller\"",
+    )
 }
 
 fn describe_request(req: &CertRequest) -> String {
@@ -615,6 +625,8 @@ impl Module for PkiCert {
                 let mut r = vec![Reason::CertMissing];
                 if key_stat.is_none() {
                     r.push(Reason::KeyMissing);
+                } else {
+                    r.push(Reason::OrphanKey);
                 }
                 (r, String::new())
             }
@@ -734,7 +746,7 @@ impl Module for PkiCert {
                     .map(quote)
                     .collect();
                 let script = format!(
-                    "set -e\numask 077\ntmp=$(mktemp {pattern})\n\
+                    "set -e\ncommand -v openssl >/dev/null 2>&1 || exit 127\numask 077\ntmp=$(mktemp {pattern})\n\
                      if ! {genpkey} -out \"$tmp\" 2>/dev/null; then rm -f \"$tmp\"; echo 'openssl genpkey failed' >&2; exit 1; fi\n\
                      printf '%s\\n' \"$tmp\"\n\
                      if ! openssl req -new -key \"$tmp\" -subj {subj} -outform PEM; then rm -f \"$tmp\"; exit 1; fi\n",
@@ -743,6 +755,9 @@ impl Module for PkiCert {
                     subj = quote(&openssl_subj(&req.subject)),
                 );
                 let out = cx.conn.exec(&Cmd::script(script)).await?;
+                if out.exit_code == 127 {
+                    return Err(no_openssl(&host));
+                }
                 if !out.success() {
                     return Err(TaskError::failed_help(
                         format!(
@@ -1000,6 +1015,23 @@ mod tests {
             "{:?}",
             host.commands()
         );
+    }
+
+    #[tokio::test]
+    async fn an_orphan_key_is_named_and_a_missing_openssl_is_clear() {
+        let host = host_with_ca().await;
+        host.put_file("/etc/etcd/server-key.pem", b"old key");
+        let (summary, _) = host.check(&PkiCert, cert_args("")).await.unwrap().unwrap();
+        assert_eq!(
+            summary,
+            "issue /etc/etcd/server.pem: certificate missing; the key without a certificate is replaced"
+        );
+        // key-location=host on a host without openssl: the script exits 127.
+        host.answer("sh -c", 127, "", "");
+        let a = args(r#"{"name": "peer", "ca-dir": "pki", "dest": "/etc/etcd", "profile": "peer"}"#);
+        let err = host.run(&PkiCert, a).await.unwrap_err();
+        assert_eq!(err.to_string(), "`openssl` is not installed on fake01");
+        assert!(host.file("/etc/etcd/peer.pem").is_none());
     }
 
     #[tokio::test]

@@ -269,19 +269,39 @@ pub fn signed_by(cert_pem: &str, ca_pem: &str) -> bool {
 pub enum Reason {
     CertMissing,
     KeyMissing,
+    /// A key without its certificate: replaced by the new key.
+    OrphanKey,
     KeyMismatch,
-    ForeignCa { issuer: String },
+    ForeignCa {
+        issuer: String,
+    },
     SanMissing(San),
     SanExtra(String),
-    CnDiffers { have: String, want: String },
-    SubjectDiffers { have: String, want: String },
-    KeyType { have: String, want: String },
+    CnDiffers {
+        have: String,
+        want: String,
+    },
+    SubjectDiffers {
+        have: String,
+        want: String,
+    },
+    KeyType {
+        have: String,
+        want: String,
+    },
     UsageMissing(&'static str),
     UsageExtra(String),
     IsCa,
-    NotYetValid { from: OffsetDateTime },
-    Expired { days_ago: i64 },
-    ExpiresSoon { days: i64, renew_before: Duration },
+    NotYetValid {
+        from: OffsetDateTime,
+    },
+    Expired {
+        days_ago: i64,
+    },
+    ExpiresSoon {
+        days: i64,
+        renew_before: Duration,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -289,6 +309,7 @@ impl fmt::Display for Reason {
         match self {
             Reason::CertMissing => f.write_str("certificate missing"),
             Reason::KeyMissing => f.write_str("key missing"),
+            Reason::OrphanKey => f.write_str("the key without a certificate is replaced"),
             Reason::KeyMismatch => f.write_str("key does not match cert"),
             Reason::ForeignCa { issuer } => write!(f, "signed by another CA ({issuer})"),
             Reason::SanMissing(s) => write!(f, "SAN {s} missing"),
