@@ -17,6 +17,7 @@ use troupe_render::{Context, Renderer};
 use crate::connection::{ConnError, Connection};
 use crate::module::{DynCheck, DynModule, TaskCx, TaskError};
 use crate::report::{DiffInfo, ErrorInfo, HostResult, Status, unified_diff};
+use crate::statcache::CachedConn;
 use crate::vars::{self, Shared};
 
 /// Opens a connection to a host; the real one speaks SSH or runs locally, tests fake it.
@@ -192,6 +193,9 @@ pub struct TaskInput<'a> {
     pub host: &'a Host,
     pub registered: &'a Vars,
     pub play_hosts: &'a [String],
+    /// The host's batched-stat cache and the task's index in the play, when the
+    /// scheduler prefetched (see [`crate::statcache`]).
+    pub cache: Option<(&'a Arc<CachedConn>, usize)>,
 }
 
 /// What the scheduler needs back.
@@ -411,8 +415,18 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
         None => None,
     };
     let target = delegate.clone().unwrap_or_else(|| inp.host.name.clone());
+    let cache = match (&delegate, inp.cache) {
+        (None, Some((cache, step))) => {
+            cache.set_step(step);
+            Some(cache)
+        }
+        _ => None,
+    };
     let conn = match env.pool.get(&target).await {
-        Ok(c) => c,
+        Ok(c) => match cache {
+            Some(cache) => cache.clone() as Arc<dyn Connection>,
+            None => c,
+        },
         Err(e) => {
             let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(&*e));
             if e.is_unreachable() && delegate.is_none() {
@@ -463,6 +477,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
             &controller,
             &dirs,
             inp.host,
+            cache.map(|c| c.as_ref()),
         )
         .await;
         if let Some(item) = item {
@@ -507,6 +522,7 @@ async fn run_item(
     controller: &Arc<dyn Connection>,
     dirs: &[PathBuf],
     host: &Host,
+    cache: Option<&CachedConn>,
 ) -> ItemResult {
     let mut args = Map::with_capacity(task.args.len());
     for (name, arg) in &task.args {
@@ -541,7 +557,7 @@ async fn run_item(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut r = attempt_once(env, task, module, &args, &cx, renderer, ctx).await;
+        let mut r = attempt_once(env, task, module, &args, &cx, renderer, ctx, cache).await;
         r.attempts = attempt;
         if env.check || matches!(r.status, Status::Unreachable) {
             return r;
@@ -598,6 +614,7 @@ fn insert_result(ctx: &mut Context, task: &Task, data: &Value) {
 }
 
 /// check → apply once, then `changed-when` / `failed-when`.
+#[allow(clippy::too_many_arguments)]
 async fn attempt_once(
     env: &Env,
     task: &Task,
@@ -606,6 +623,7 @@ async fn attempt_once(
     cx: &TaskCx<'_>,
     renderer: &Renderer,
     ctx: &Context,
+    cache: Option<&CachedConn>,
 ) -> ItemResult {
     let checked = match module.check(args, cx).await {
         Ok(c) => c,
@@ -638,6 +656,10 @@ async fn attempt_once(
                 };
             }
             let summary = change.summary.clone();
+            // Applying may change anything: batched answers are stale from here on.
+            if let Some(cache) = cache {
+                cache.invalidate();
+            }
             match module.apply(change, cx).await {
                 Ok(o) => (o, Some(summary), diffs),
                 Err(e) => return ItemResult::from_task_error(&e),

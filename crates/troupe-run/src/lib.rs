@@ -11,3 +11,4 @@ pub mod executor;
 pub mod report;
 pub mod scheduler;
 pub mod vars;
+pub mod statcache;

@@ -5,19 +5,20 @@
 //! failed) aborts the run. Hosts are never serialized behind one another and each
 //! keeps one connection for the whole run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use indexmap::IndexMap;
 use tokio::sync::Semaphore;
-use troupe_dsl::model::{ConnKind, Host, Inventory, Play, Playbook, Serial, Task, Vars};
+use troupe_dsl::model::{ConnKind, Host, Inventory, Loop, Play, Playbook, Serial, Task, Vars};
 
 use crate::connection::local::LocalConnection;
 use crate::connection::ssh::{HostKeyPolicy, SshConnection};
 use crate::connection::{ConnError, Connection};
 use crate::executor::{self, Connector, Env, Pool, TaskInput};
 use crate::report::{Event, Reporter, Stats, Status};
+use crate::statcache::CachedConn;
 use crate::vars::Shared;
 
 /// What the command line decided.
@@ -33,6 +34,9 @@ pub struct RunOptions {
     pub tags: Vec<String>,
     pub skip_tags: Vec<String>,
     pub extra_vars: Vars,
+    /// Fetch the stats a batch's checks will need in one round trip per host
+    /// ([`crate::statcache`]); `troupe run` turns it on.
+    pub prefetch: bool,
 }
 
 /// How the run ended, for the exit code.
@@ -131,6 +135,8 @@ struct Scheduler {
     reporter: Arc<dyn Reporter>,
     hosts: IndexMap<String, HostState>,
     running: Arc<Semaphore>,
+    /// Batched-stat caches of the current batch's hosts.
+    caches: HashMap<String, Arc<CachedConn>>,
 }
 
 /// Run the whole playbook. Everything must already be loaded and checked.
@@ -159,6 +165,7 @@ pub async fn run(
         reporter,
         hosts: IndexMap::new(),
         running: Arc::new(Semaphore::new(forks)),
+        caches: HashMap::new(),
     };
     s.reporter.event(&Event::RunStart {
         playbook: s.playbook.path.display().to_string(),
@@ -245,6 +252,10 @@ impl Scheduler {
                     st.notified.clear();
                 }
             }
+            self.caches.clear();
+            if self.opts.prefetch {
+                self.prefetch(play_idx, &batch, &play_hosts).await;
+            }
             let mut abort: Option<String> = None;
             for task_idx in 0..play.tasks.len() {
                 let task = &play.tasks[task_idx];
@@ -256,6 +267,10 @@ impl Scheduler {
                     break;
                 }
                 self.run_step(play_idx, task_idx, false, live, &play_hosts).await;
+                if task.delegate_to.is_some() {
+                    // It may have changed another host of the batch behind its cache.
+                    self.caches.values().for_each(|c| c.invalidate());
+                }
                 if let Some(reason) = self.over_fail_limit(&play, &batch) {
                     abort = Some(reason);
                     break;
@@ -275,6 +290,77 @@ impl Scheduler {
             }
         }
         true
+    }
+
+    /// Work out, per live host of the batch, the paths its tasks will stat, and wrap its
+    /// connection in a cache that fetches them in one round trip. Arguments that cannot
+    /// be rendered yet (they need a registered result) are simply not predicted.
+    async fn prefetch(&mut self, play_idx: usize, batch: &[String], play_hosts: &Arc<Vec<String>>) {
+        let play = &self.playbook.plays[play_idx];
+        for host_name in batch {
+            let Some(state) = self.hosts.get(host_name).filter(|s| s.live()) else {
+                continue;
+            };
+            let Some(host) = executor::lookup_host(&self.inventory, host_name) else {
+                continue;
+            };
+            let Ok(conn) = self.env.pool.get(host_name).await else {
+                continue;
+            };
+            let mut plan = Vec::new();
+            for (idx, task) in play.tasks.iter().enumerate() {
+                let names = crate::statcache::stat_args(&task.module);
+                if names.is_empty()
+                    || task.delegate_to.is_some()
+                    || !tags_allow(task, &self.opts.tags, &self.opts.skip_tags)
+                {
+                    continue;
+                }
+                let renderer = self.env.renderer(&executor::search_dirs(play, task));
+                let vars = crate::vars::task_vars(
+                    &self.env.shared,
+                    &host,
+                    play,
+                    task,
+                    &state.registered,
+                    play_hosts,
+                );
+                let Ok(vars) = crate::vars::resolve(&self.env.shared, &renderer, vars) else {
+                    continue;
+                };
+                let ctx = self.env.shared.context(vars);
+                let items: Vec<Option<serde_json::Value>> = match &task.loop_ {
+                    None => vec![None],
+                    Some(Loop::Items(list)) => list
+                        .iter()
+                        .filter_map(|i| renderer.render_value(i, &ctx).ok())
+                        .map(Some)
+                        .collect(),
+                    Some(Loop::Expr(e)) => match renderer.eval(&e.src, &ctx) {
+                        Ok(serde_json::Value::Array(list)) => list.into_iter().map(Some).collect(),
+                        _ => continue,
+                    },
+                };
+                for item in items {
+                    let mut c = ctx.clone();
+                    if let Some(item) = item {
+                        c.insert(task.loop_var.clone(), item);
+                    }
+                    for name in names {
+                        if let Some(arg) = task.args.get(*name) {
+                            if let Ok(serde_json::Value::String(path)) = renderer.render_value(&arg.value, &c)
+                            {
+                                plan.push((idx, path));
+                            }
+                        }
+                    }
+                }
+            }
+            if !plan.is_empty() {
+                self.caches
+                    .insert(host_name.clone(), Arc::new(CachedConn::new(conn, plan)));
+            }
+        }
     }
 
     fn over_fail_limit(&self, play: &Play, batch: &[String]) -> Option<String> {
@@ -347,6 +433,11 @@ impl Scheduler {
             let reporter = self.reporter.clone();
             let running = self.running.clone();
             let play_hosts = play_hosts.clone();
+            let cache = if handler {
+                None
+            } else {
+                self.caches.get(&host_name).cloned()
+            };
             set.spawn(async move {
                 let _permit = running.acquire_owned().await.expect("never closed");
                 let play = &playbook.plays[play_idx];
@@ -363,6 +454,7 @@ impl Scheduler {
                         host: &host,
                         registered: &registered,
                         play_hosts: &play_hosts,
+                        cache: cache.as_ref().map(|c| (c, task_idx)),
                     },
                 )
                 .await;

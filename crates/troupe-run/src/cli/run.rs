@@ -140,6 +140,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         tags: args.tags,
         skip_tags: args.skip_tags,
         extra_vars: extra,
+        prefetch: true,
     };
     let host_keys = if args.accept_new_host_keys {
         HostKeyPolicy::AcceptNew
