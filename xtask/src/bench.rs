@@ -209,6 +209,7 @@ pub fn run(args: &[String]) -> Result<()> {
         return measure_child(&args[1..]);
     }
     let opts = parse_options(args)?;
+    measure_exe()?;
     if opts.micro {
         return micro(&opts);
     }
@@ -789,7 +790,8 @@ fn measure_exe() -> Result<PathBuf> {
     if let Some(p) = EXE.get() {
         return Ok(p.clone());
     }
-    let me = std::env::current_exe().context("find the xtask binary")?;
+    // /proc/self/exe still reads when the file was replaced or deleted meanwhile.
+    let me = PathBuf::from("/proc/self/exe");
     let copy = work_dir().join("bin").join("xtask-measure");
     fs::create_dir_all(copy.parent().expect("has a parent"))?;
     let tmp = copy.with_extension("tmp");
