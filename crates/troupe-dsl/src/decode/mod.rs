@@ -80,6 +80,15 @@ impl Cx {
         match parsed {
             Ok(Ok(doc)) => Some(doc),
             Ok(Err(err)) => {
+                if err.diagnostics.is_empty() {
+                    // never leave a failed parse unreported: callers rely on it
+                    self.error(DslError::Syntax {
+                        message: "invalid KDL".into(),
+                        span: SourceSpan::from(0..0),
+                        label: "here".into(),
+                        help: None,
+                    });
+                }
                 for d in err.diagnostics {
                     let span = clamp(d.span, text.len());
                     let found = self.file.slice(span).to_string();
