@@ -166,7 +166,7 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             "A cfssl CSR JSON (`server.json`) giving CN, hosts, key and names.",
         ),
     ],
-    one_of: &[],
+    one_of: &[&["profile", "usages", "cfssl-profile"]],
     example: r#"task "etcd server certificate" {
     pki-cert "server" ca-dir="pki" dest="/etc/kubernetes/pki/etcd-certs" profile="server" client-auth=#true {
         sans "127.0.0.1" "{{ address }}" "localhost"
@@ -543,10 +543,13 @@ impl Module for PkiCert {
         if let Some(list) = &usages {
             Usages::parse(list).map_err(|e| TaskError::bad_arg("usages", e.to_string()))?;
         }
-        if profile.is_some() && usages.is_some() {
+        let given = usize::from(profile.is_some())
+            + usize::from(usages.is_some())
+            + usize::from(args::opt_str(a, "cfssl-profile")?.is_some());
+        if given != 1 {
             return Err(TaskError::bad_arg(
-                "usages",
-                "give either `profile` or `usages`, not both",
+                "profile",
+                "say what the certificate is for with exactly one of `profile`, `usages`, or `cfssl-profile` (with `cfssl-config`)",
             ));
         }
         let sans = match args::opt_str_list(a, "sans")? {
@@ -1068,7 +1071,8 @@ mod tests {
         let a = args(r#"{"name": "x", "ca-dir": "pki", "dest": "/d"}"#);
         let err = host.run(&PkiCert, a).await.unwrap_err();
         assert!(
-            err.to_string().contains("say what the certificate is for"),
+            err.to_string()
+                .contains("say what the certificate is for with exactly one of"),
             "{err}"
         );
     }
