@@ -1124,12 +1124,11 @@ struct Ctx<'a> {
     tasks: usize,
 }
 
+/// A command line, its working directory and environment.
+type Invocation = (Vec<String>, PathBuf, Vec<(&'static str, String)>);
+
 /// The command line of one tool, its working directory and environment.
-fn command_for(
-    tool: Tool,
-    cx: &Ctx,
-    run_id: &str,
-) -> Result<(Vec<String>, PathBuf, Vec<(&'static str, String)>)> {
+fn command_for(tool: Tool, cx: &Ctx, run_id: &str) -> Result<Invocation> {
     let n = cx.hosts.n;
     Ok(match tool {
         Tool::Troupe => {
@@ -1597,12 +1596,20 @@ fn report(
     let mut md = String::new();
     let _ = writeln!(md, "# Fan-out benchmark, {} on {}\n", today()?, hostname());
     let _ = writeln!(md, "- machine: {}; {load}", machine());
-    let _ = writeln!(
-        md,
-        "- troupe: git {}{}",
-        troupe_rev(),
-        if troupe.is_some() { ", release build" } else { "" }
-    );
+    match (troupe, &opts.troupe) {
+        (Some(bin), Some(_)) => {
+            let _ = writeln!(
+                md,
+                "- troupe: the binary {} (given with --troupe; the tree is at git {})",
+                bin.display(),
+                troupe_rev()
+            );
+        }
+        (Some(_), None) => {
+            let _ = writeln!(md, "- troupe: git {}, release build", troupe_rev());
+        }
+        (None, _) => {}
+    }
     let _ = writeln!(md, "- OpenSSH: {}", openssh_version());
     if let Some(p) = peers {
         let _ = writeln!(
@@ -1686,18 +1693,15 @@ fn report(
     md.push_str(".\n");
     // troupe's own RSS growth per host, from the cold runs at the extreme host counts.
     let rss = |n: usize| results.get(&(n, Mode::Cold, Tool::Troupe)).map(Cell::max_rss);
-    if let (Some(&lo), Some(&hi)) = (opts.hosts.first(), opts.hosts.last()) {
-        if let (Some(a), Some(b)) = (rss(lo), rss(hi)) {
-            if hi > lo {
-                let _ = writeln!(
-                    md,
-                    "\ntroupe's peak RSS grows by {:.0} KiB per host ({lo} → {hi} hosts: {:.1} → {:.1} MiB).",
-                    (b as f64 - a as f64) / (hi - lo) as f64,
-                    a as f64 / 1024.0,
-                    b as f64 / 1024.0
-                );
-            }
-        }
+    let (lo, hi) = (opts.hosts[0], opts.hosts[opts.hosts.len() - 1]);
+    if let (Some(a), Some(b), true) = (rss(lo), rss(hi), hi > lo) {
+        let _ = writeln!(
+            md,
+            "\ntroupe's peak RSS grows by {:.0} KiB per host ({lo} → {hi} hosts: {:.1} → {:.1} MiB).",
+            (b as f64 - a as f64) / (hi - lo) as f64,
+            a as f64 / 1024.0,
+            b as f64 / 1024.0
+        );
     }
     Ok(md)
 }
