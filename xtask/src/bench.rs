@@ -268,7 +268,11 @@ fn render_template(i: usize, host: &str, address: &str) -> String {
 /// 24 tasks per host: 5 directories, 8 files with fixed content, 6 templated files and
 /// 5 guarded commands (3 `touch`, 2 `cp` of files written earlier).
 fn workload() -> Vec<Task> {
-    let d = REMOTE_DIR;
+    workload_in(REMOTE_DIR)
+}
+
+/// The workload under directory `d` (tests use a temporary one).
+fn workload_in(d: &str) -> Vec<Task> {
     let mut tasks = vec![Task::Dir { path: d.to_string() }];
     for sub in ["etc", "lib", "run", "tpl"] {
         tasks.push(Task::Dir {
@@ -1218,8 +1222,13 @@ fn command_for(tool: Tool, cx: &Ctx, run_id: &str) -> Result<Invocation> {
 /// (cold) or 0 (warm) and nothing failed or unreachable.
 fn check_report(tool: Tool, mode: Mode, cx: &Ctx, log: &Path) -> Option<String> {
     let text = fs::read_to_string(log).unwrap_or_default();
+    check_report_text(tool, mode, cx.tasks, cx.hosts.n, &text)
+}
+
+/// [`check_report`] on a tool's output text.
+fn check_report_text(tool: Tool, mode: Mode, tasks: usize, hosts: usize, text: &str) -> Option<String> {
     let want = match mode {
-        Mode::Cold => cx.tasks,
+        Mode::Cold => tasks,
         Mode::Warm => 0,
     };
     let counts: Vec<(String, usize, usize)> = match tool {
@@ -1268,8 +1277,8 @@ fn check_report(tool: Tool, mode: Mode, cx: &Ctx, log: &Path) -> Option<String> 
             .collect(),
         _ => return None,
     };
-    if counts.len() != cx.hosts.n {
-        return Some(format!("recap lists {} hosts, not {}", counts.len(), cx.hosts.n));
+    if counts.len() != hosts {
+        return Some(format!("recap lists {} hosts, not {hosts}", counts.len()));
     }
     counts
         .iter()
@@ -1396,7 +1405,7 @@ fn rel(p: &Path) -> String {
 fn fan_out(opts: &Options) -> Result<()> {
     let root = xtask::workspace_root();
     let wants_peers = opts.tools.iter().any(|t| t.is_peer());
-    for tool in ["ssh", "sshd", "sh", "cmp", "mktemp"] {
+    for tool in ["ssh", "sshd", "sh", "cmp", "mktemp", "nsenter"] {
         if xtask::deps::find_command(tool).is_none() {
             bail!("`{tool}` is not installed: run `cargo xtask deps` first");
         }
@@ -1782,4 +1791,111 @@ fn micro(opts: &Options) -> Result<()> {
     eprintln!("bench: results written to {}", path.display());
     let _ = std::io::stdout().flush();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The generators and parsers, on this machine's `sh` (no lab, no timing).
+    use super::*;
+
+    #[test]
+    fn workload_has_every_kind_and_at_least_20_tasks() {
+        let w = workload();
+        assert!(w.len() >= 20, "{} tasks", w.len());
+        let kinds = |f: fn(&Task) -> bool| w.iter().filter(|t| f(t)).count();
+        assert!(kinds(|t| matches!(t, Task::Dir { .. })) > 0);
+        assert!(kinds(|t| matches!(t, Task::File { .. })) > 0);
+        assert!(kinds(|t| matches!(t, Task::Template { .. })) > 0);
+        assert!(kinds(|t| matches!(t, Task::Guarded { .. })) > 0);
+    }
+
+    #[test]
+    fn string_literals_escape_what_they_must() {
+        assert_eq!(json_str("a\"b\\c\nd"), r#""a\"b\\c\nd""#);
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            render_template(2, "podc01", "127.0.9.1").lines().nth(2),
+            Some("listen = 127.0.9.1:8002")
+        );
+    }
+
+    /// The per-host script (the floor) does the whole workload in a scratch directory,
+    /// and a second run finds nothing to change.
+    #[test]
+    fn per_host_script_does_the_work_and_is_idempotent() {
+        let base = std::env::temp_dir().join(format!("troupe-bench-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let root = base.join("bench");
+        let tasks = workload_in(&root.display().to_string());
+        let script: String = tasks
+            .iter()
+            .map(|t| format!("{} || exit 1\n", task_shell(t, "podc01", "127.0.9.1")))
+            .collect();
+        let run = || {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .output()
+                .expect("sh runs");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        run();
+        let first = fingerprint(&root);
+        assert_eq!(first.len(), 1 + 4 + 8 + 6 + 5, "{first:#?}"); // root dir, 4 subdirs, files
+        assert_eq!(
+            first
+                .get("etc/file-01.conf")
+                .map(|v| v.starts_with("file 644 # file 1")),
+            Some(true)
+        );
+        assert_eq!(first.get("tpl").map(String::as_str), Some("dir 755"));
+        let tpl = first.get("tpl/tpl-03.conf").expect("template written");
+        assert!(
+            tpl.contains("host = podc01") && tpl.contains("listen = 127.0.9.1:8003"),
+            "{tpl}"
+        );
+        let mtime = |p: &str| {
+            fs::metadata(root.join(p))
+                .and_then(|m| m.modified())
+                .expect("exists")
+        };
+        let before = mtime("etc/file-02.conf");
+        std::thread::sleep(Duration::from_millis(20));
+        run();
+        assert_eq!(fingerprint(&root), first);
+        assert_eq!(
+            mtime("etc/file-02.conf"),
+            before,
+            "an unchanged file was rewritten"
+        );
+        fs::remove_dir_all(&base).expect("clean up");
+    }
+
+    #[test]
+    fn reads_troupe_and_ansible_recaps() {
+        let troupe = r#"{"event":"recap","hosts":{"podc01":{"ok":0,"changed":24,"failed":0,"unreachable":0,"skipped":0},"podc02":{"ok":24,"changed":0,"failed":0,"unreachable":0,"skipped":0}}}"#;
+        assert_eq!(
+            check_report_text(Tool::Troupe, Mode::Cold, 24, 2, troupe),
+            Some("podc02: changed=0 (expected 24), failed+unreachable=0".into())
+        );
+        assert!(check_report_text(Tool::Troupe, Mode::Cold, 24, 3, troupe).is_some());
+        assert_eq!(
+            check_report_text(Tool::Troupe, Mode::Cold, 24, 1, "no recap"),
+            Some("no recap in troupe's output".into())
+        );
+        let ansible = "PLAY RECAP *****\npodc01                     : ok=24   changed=0    unreachable=0    failed=0    skipped=0\n";
+        assert_eq!(check_report_text(Tool::Ansible, Mode::Warm, 24, 1, ansible), None);
+        assert!(check_report_text(Tool::Ansible, Mode::Cold, 24, 1, ansible).is_some());
+    }
+
+    #[test]
+    fn medians() {
+        let ms = Duration::from_millis;
+        assert_eq!(median(vec![ms(3), ms(1), ms(2)]), Some(ms(2)));
+        assert_eq!(
+            median(vec![ms(4), ms(1), ms(2), ms(3)]),
+            Some(Duration::from_micros(2500))
+        );
+        assert_eq!(median(Vec::new()), None);
+    }
 }
