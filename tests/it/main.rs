@@ -1,6 +1,7 @@
 
 mod connection;
 mod etcd;
+mod etcd_lab;
 mod pki;
 mod run_basic;
 mod run_errors;
