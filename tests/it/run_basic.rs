@@ -42,6 +42,14 @@ fn run_site_playbook_twice_second_run_changes_nothing() {
         "no handler runs when nothing changed"
     );
 
+    // --check of a fresh site works (the read-only `uname` runs, nothing is written).
+    let fresh = format!("site_root={dir}/fresh");
+    let check = run(lab, &site, &inv, &["-e", &fresh, "--check", "--output", "json"]);
+    assert_eq!(check.code, 0, "{}", check.show());
+    for h in lab.host_names() {
+        lab.ssh_ok(h, &format!("test ! -e {dir}/fresh"));
+    }
+
     for h in lab.host_names() {
         let conf = lab.ssh_ok(h, &format!("cat {dir}/site/conf/site.conf"));
         assert!(conf.contains(&format!("name = {h}\n")), "{conf}");

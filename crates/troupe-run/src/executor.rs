@@ -559,7 +559,7 @@ async fn run_item(
         attempt += 1;
         let mut r = attempt_once(env, task, module, &args, &cx, renderer, ctx, cache).await;
         r.attempts = attempt;
-        if env.check || matches!(r.status, Status::Unreachable) {
+        if (env.check && !read_only(task)) || matches!(r.status, Status::Unreachable) {
             return r;
         }
         let done = match &task.until {
@@ -606,6 +606,15 @@ async fn run_item(
     }
 }
 
+/// A task whose `changed-when` is the constant `false` is declared read-only by its
+/// author (`command "uname -n" register=.. changed-when="false"`): it runs even under
+/// `--check`, so the tasks after it can use what it registered.
+pub fn read_only(task: &Task) -> bool {
+    task.changed_when
+        .as_ref()
+        .is_some_and(|e| matches!(e.src.trim(), "false" | "False"))
+}
+
 fn insert_result(ctx: &mut Context, task: &Task, data: &Value) {
     if let Some(name) = &task.register {
         ctx.insert(name.clone(), data.clone());
@@ -644,7 +653,7 @@ async fn attempt_once(
             } else {
                 Vec::new()
             };
-            if env.check {
+            if env.check && !read_only(task) {
                 return ItemResult {
                     status: Status::Changed,
                     msg: Some(change.summary.clone()),

@@ -671,6 +671,31 @@ group etcd {
     }
 
     #[tokio::test]
+    async fn read_only_commands_run_in_check_mode() {
+        let h = Harness::new(
+            r#"play "p" hosts=podc01 {
+    task "probe" register="who" changed-when="false" { command "uname -n" }
+    task "use" { copy content="{{ who.stdout }}" dest="/t/who" }
+    task "change" { command "reboot" }
+}"#,
+        );
+        h.host("podc01").answer("uname", 0, "podc01\n", "");
+        let (summary, rec) = h
+            .run(RunOptions {
+                check: true,
+                ..RunOptions::default()
+            })
+            .await;
+        assert_eq!(summary.exit_code(), 0, "{:?}", rec.results());
+        assert_eq!(
+            h.host("podc01").commands(),
+            ["uname -n"],
+            "only the read-only command ran"
+        );
+        assert!(h.host("podc01").file("/t/who").is_none());
+    }
+
+    #[tokio::test]
     async fn a_failed_host_stops_alone_and_reports_stderr() {
         let h = Harness::new(
             r#"play "p" hosts=all {
