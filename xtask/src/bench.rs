@@ -1038,6 +1038,22 @@ fn peers() -> Result<Peers> {
     let bin = venv.join("bin");
     let installed = bin.join("ansible-playbook").is_file() && bin.join("pyinfra").is_file();
     if !installed {
+        if find_python().is_none() && xtask::deps::is_root() && xtask::deps::find_command("apt-get").is_some()
+        {
+            // Debian's python3 has no venv/ensurepip without this package.
+            eprintln!("bench: installing python3-venv (for the Ansible and pyinfra venv)");
+            let install = || {
+                xtask::run_loud(
+                    Command::new("apt-get")
+                        .env("DEBIAN_FRONTEND", "noninteractive")
+                        .args(["install", "-y", "--no-install-recommends", "python3-venv"]),
+                )
+            };
+            if install().is_err() {
+                xtask::run_loud(Command::new("apt-get").arg("update"))?;
+                install()?;
+            }
+        }
         let python = find_python().context(
             "Ansible and pyinfra need python3 with the venv module (Debian: `apt-get install python3-venv`); \
              or skip them with --no-peers",
@@ -1405,6 +1421,8 @@ fn rel(p: &Path) -> String {
 fn fan_out(opts: &Options) -> Result<()> {
     let root = xtask::workspace_root();
     let wants_peers = opts.tools.iter().any(|t| t.is_peer());
+    // The lab's packages (openssh-server, util-linux's unshare/nsenter...), as the demo.
+    xtask::deps::ensure_packages()?;
     for tool in ["ssh", "sshd", "sh", "cmp", "mktemp", "nsenter"] {
         if xtask::deps::find_command(tool).is_none() {
             bail!("`{tool}` is not installed: run `cargo xtask deps` first");
