@@ -75,7 +75,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            r#"{"event":"host_result","play":"p","task":"t","host":"podc01","status":"changed","msg":"create /srv/x"}"#
+            r#"{"event":"host_result","play":"p","task":"t","host":"podc01","status":"changed","msg":"create /srv/x","duration_ms":5}"#
         );
         assert_eq!(
             lines[1],

@@ -176,8 +176,13 @@ pub struct HostResult {
     /// Attempts made when `retries`/`until` was used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    #[serde(skip)]
+    /// Wall time of the task on this host (`duration_ms` in JSON).
+    #[serde(rename = "duration_ms", serialize_with = "as_millis")]
     pub duration: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 /// Where events go. Called from many tasks at once: implementations lock inside.
