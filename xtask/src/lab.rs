@@ -410,6 +410,17 @@ fn start_host(hdir: &Path, host: &str) -> Result<LabHost> {
     for (sub, target) in MOUNTS {
         writeln!(inner, "mount --bind {} {target}", q(&hdir.join(sub)))?;
     }
+    // bash reads ~/.bashrc even for `ssh host cmd`; the controller's (pyenv and the
+    // like) costs ~300 ms per command and belongs to no lab host. Each host gets its
+    // own, empty one.
+    if Path::new("/root/.bashrc").is_file() {
+        let rc = hdir.join("root-bashrc");
+        fs::write(
+            &rc,
+            "# ~/.bashrc of this lab host (the controller's is hidden by `cargo xtask lab up`)\n",
+        )?;
+        writeln!(inner, "mount --bind {} /root/.bashrc", q(&rc))?;
+    }
     writeln!(inner, "hostname {host}")?;
     writeln!(inner, "runsvdir -P /etc/service </dev/null >/dev/null 2>&1 &")?;
     writeln!(inner, "echo $! > {}", q(&hdir.join("runsvdir.pid")))?;

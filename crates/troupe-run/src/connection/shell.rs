@@ -144,8 +144,7 @@ pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
          t=$(mktemp {d}.troupe-tmp.XXXXXXXX)\n\
          trap 'rm -f -- \"$t\"' EXIT\n\
          trap 'exit 1' HUP INT TERM PIPE\n\
-         cat > \"$t\"\n\
-         if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n",
+         cat > \"$t\"\n",
         p = quote(path),
         d = if dir == "/" {
             "/".to_string()
@@ -153,6 +152,10 @@ pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
             format!("{}/", quote(dir))
         },
     );
+    // Whatever `attrs` leaves open comes from the file being replaced.
+    if attrs.owner.is_none() || attrs.group.is_none() {
+        s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n");
+    }
     match (&attrs.owner, &attrs.group) {
         (Some(o), Some(g)) => s.push_str(&format!("chown -- {} \"$t\"\n", quote(&format!("{o}:{g}")))),
         (Some(o), None) => s.push_str(&format!("chown -- {} \"$t\"\n", quote(o))),
@@ -169,7 +172,8 @@ pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
     }
     s.push_str(
         "sync -- \"$t\" 2>/dev/null || sync\n\
-         mv -f -- \"$t\" \"$p\"\n",
+         mv -f -- \"$t\" \"$p\"\n\
+         trap - EXIT\n",
     );
     s.push_str(&format!("sync -- {} 2>/dev/null || true\n", quote(dir)));
     s
@@ -255,6 +259,23 @@ mod tests {
         assert!(s.contains("mktemp /etc/kubernetes/.troupe-tmp.XXXXXXXX"), "{s}");
         assert!(s.contains("chown -- 'etcd:my grp' \"$t\""), "{s}");
         assert!(s.find("chown --").unwrap() < s.find("chmod 600").unwrap(), "{s}");
+        assert!(
+            !s.contains("--reference"),
+            "owner, group and mode all given: nothing to copy\n{s}"
+        );
+        let keep = write_script(
+            "/etc/a",
+            &FileAttrs {
+                owner: Some("etcd".into()),
+                ..FileAttrs::default()
+            },
+        );
+        assert!(
+            keep.contains("chown --reference") && keep.contains("chmod --reference"),
+            "{keep}"
+        );
+        // The cleanup trap is dropped after the rename: no `rm` after a good write.
+        assert!(s.find("trap - EXIT").unwrap() > s.find("mv -f").unwrap(), "{s}");
         assert!(write_script("/x", &FileAttrs::default()).contains("mktemp /.troupe-tmp"));
         assert!(write_script("x", &FileAttrs::default()).contains("mktemp ./.troupe-tmp"));
     }
