@@ -838,3 +838,52 @@ pub fn cli(args: &[String]) -> Result<()> {
 pub const LAB_USAGE: &str = "usage: cargo xtask lab up [N] [--name NAME]
        cargo xtask lab down [--name NAME | --all]
        cargo xtask lab status [--name NAME]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_lab_names_carry_their_owner() {
+        assert_eq!(test_lab_owner(&test_lab_name(4242, "shared")), Some(4242));
+        assert_eq!(test_lab_owner("t17-etcd-grow"), Some(17));
+        assert_eq!(test_lab_owner("default"), None);
+        assert_eq!(test_lab_owner("tx-1"), None);
+        assert_eq!(test_lab_owner("t12"), None);
+    }
+
+    #[test]
+    fn inventory_lists_every_host_and_the_lab_files() {
+        let info = LabInfo {
+            name: "x".into(),
+            dir: PathBuf::from("/var/tmp/troupe-lab/x"),
+            octet: 7,
+            hosts: (1..=2)
+                .map(|i| LabHost {
+                    name: host_name(i),
+                    address: host_address(7, i),
+                    sshd_pid: 1,
+                    runsvdir_pid: None,
+                    mnt_ns: String::new(),
+                    uts_ns: String::new(),
+                })
+                .collect(),
+        };
+        let inv = inventory(&info);
+        assert!(inv.contains(
+            "defaults user=root port=22 identity=\"/var/tmp/troupe-lab/x/id_ed25519\" known-hosts=\"/var/tmp/troupe-lab/x/known_hosts\""
+        ));
+        assert!(inv.contains(
+            "group etcd {\n    host podc01 address=\"127.0.7.1\"\n    host podc02 address=\"127.0.7.2\"\n}"
+        ));
+        assert!(inv.contains("group control-plane {\n    host podc01\n}"));
+    }
+
+    #[test]
+    fn names_that_could_escape_the_lab_root_are_refused() {
+        for bad in ["", "..", "../x", "a/b", ".hidden", "a b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("t1-etcd_grow.2").is_ok());
+    }
+}

@@ -727,3 +727,84 @@ impl Connection for SshConnection {
         self.client.disconnect().await.map_err(|e| self.lost(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jump_host_specs() {
+        let j = |s| JumpHost::parse(s, "deploy");
+        assert_eq!(
+            j("bastion").unwrap(),
+            JumpHost {
+                user: "deploy".into(),
+                address: "bastion".into(),
+                port: 22
+            }
+        );
+        assert_eq!(
+            j("ops@10.0.0.1:2222").unwrap(),
+            JumpHost {
+                user: "ops".into(),
+                address: "10.0.0.1".into(),
+                port: 2222
+            }
+        );
+        assert_eq!(
+            j("[::1]:2200").unwrap(),
+            JumpHost {
+                user: "deploy".into(),
+                address: "::1".into(),
+                port: 2200
+            }
+        );
+        assert!(j("ops@host:notaport").is_err());
+        assert!(j("@host").is_err());
+        assert!(j("[::1").is_err());
+    }
+
+    #[test]
+    fn settings_map_to_options() {
+        let settings = ConnSettings {
+            user: Some("deploy".into()),
+            port: Some(2222),
+            identity: Some("/keys/id".into()),
+            known_hosts: Some("/kh".into()),
+            jump: Some("bastion:22".into()),
+            connect_timeout: Some(Duration::from_secs(3)),
+            ..ConnSettings::default()
+        };
+        let o = SshOptions::from_settings(&settings, HostKeyPolicy::AcceptNew).unwrap();
+        assert_eq!((o.user.as_str(), o.port), ("deploy", 2222));
+        assert_eq!(o.auth, SshAuth::KeyFile("/keys/id".into()));
+        assert_eq!(o.known_hosts, PathBuf::from("/kh"));
+        assert_eq!(o.host_keys, HostKeyPolicy::AcceptNew);
+        assert_eq!(o.connect_timeout, Duration::from_secs(3));
+        assert_eq!(
+            o.jump.unwrap().user,
+            "deploy",
+            "the jump host's user defaults to the target's"
+        );
+        let agent = ConnSettings {
+            identity: Some("agent".into()),
+            ..ConnSettings::default()
+        };
+        assert_eq!(
+            SshOptions::from_settings(&agent, HostKeyPolicy::Strict)
+                .unwrap()
+                .auth,
+            SshAuth::Agent
+        );
+    }
+
+    #[test]
+    fn pid_line_is_taken_off_stderr() {
+        let mut e = b"troupe-pid:4242\nreal error\n".to_vec();
+        assert_eq!(take_pid(&mut e), Some(4242));
+        assert_eq!(e, b"real error\n");
+        let mut plain = b"no marker\n".to_vec();
+        assert_eq!(take_pid(&mut plain), None);
+        assert_eq!(plain, b"no marker\n");
+    }
+}
