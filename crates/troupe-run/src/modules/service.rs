@@ -437,8 +437,16 @@ impl Module for Service {
                 },
             ));
         }
-        let obs = probe(spec, cx).await?;
-        if matches!(spec.state.as_deref(), Some("started" | "restarted" | "reloaded")) && !obs.running {
+        // The supervisor may report a restart done while its process is still coming
+        // back ("down: 0s, normally up, want up"): poll until it runs or time is up.
+        let wants_running = matches!(spec.state.as_deref(), Some("started" | "restarted" | "reloaded"));
+        let deadline = std::time::Instant::now() + spec.timeout;
+        let mut obs = probe(spec, cx).await?;
+        while wants_running && !obs.running && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            obs = probe(spec, cx).await?;
+        }
+        if wants_running && !obs.running {
             return Err(TaskError::failed(format!(
                 "{} is not running after {}: {}",
                 spec.name,
