@@ -641,18 +641,24 @@ async fn attempt_once(
     let (outcome, summary, diffs) = match checked {
         DynCheck::Unchanged(outcome) => (outcome, None, Vec::new()),
         DynCheck::Change(change) => {
-            let diffs: Vec<DiffInfo> = if env.diff {
-                change
-                    .diffs
-                    .iter()
-                    .map(|d| DiffInfo {
+            let mut diffs: Vec<DiffInfo> = Vec::new();
+            if env.diff {
+                for d in &change.diffs {
+                    let before = if d.before == crate::module::Diff::BEFORE_FROM_HOST {
+                        match cx.conn.read_file(&d.path).await {
+                            Ok(Some(bytes)) => crate::module::Diff::text(&bytes),
+                            Ok(None) => String::new(),
+                            Err(e) => format!("<cannot read the current content: {e}>\n"),
+                        }
+                    } else {
+                        d.before.clone()
+                    };
+                    diffs.push(DiffInfo {
                         path: d.path.clone(),
-                        diff: unified_diff(&d.path, &d.before, &d.after),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+                        diff: unified_diff(&d.path, &before, &d.after),
+                    });
+                }
+            }
             if env.check && !read_only(task) {
                 return ItemResult {
                     status: Status::Changed,

@@ -75,6 +75,20 @@ pub struct Diff {
     pub after: String,
 }
 
+impl Diff {
+    /// A `before` meaning "the current content of `path` on the host": the executor
+    /// reads it only under `--diff`, so a normal run pays no round trip for a diff.
+    pub const BEFORE_FROM_HOST: &'static str = "\0troupe:before-from-host\0";
+
+    /// Text for a diff side: the bytes when they are UTF-8 text, else a placeholder.
+    pub fn text(bytes: &[u8]) -> String {
+        match std::str::from_utf8(bytes) {
+            Ok(s) if !s.contains('\0') => s.to_string(),
+            _ => format!("<binary, {} bytes>\n", bytes.len()),
+        }
+    }
+}
+
 /// The answer of `check`.
 pub enum Check<P> {
     /// Already as asked; `Outcome` carries what `register` should see.

@@ -154,21 +154,18 @@ pub(crate) async fn check_put(
     } else {
         format!("create {}", dest.dest)
     };
-    let before = match &stat {
-        Some(st) if st.kind == FileKind::File && st.size <= DIFF_LIMIT => {
-            cx.conn.read_file(&dest.dest).await?
-        }
-        _ => None,
-    };
     let diff = Diff {
         path: dest.dest.clone(),
-        before: match (&stat, before) {
-            (None, _) => String::new(),
-            (Some(_), Some(bytes)) => text_or_placeholder(&bytes),
-            (Some(st), None) => format!("<{} bytes not shown>\n", st.size),
+        before: match &stat {
+            None => String::new(),
+            // Read only if `--diff` asks (the executor does it): no round trip otherwise.
+            Some(st) if st.kind == FileKind::File && st.size <= DIFF_LIMIT => {
+                Diff::BEFORE_FROM_HOST.to_string()
+            }
+            Some(st) => format!("<{} bytes not shown>\n", st.size),
         },
         after: if content.len() as u64 <= DIFF_LIMIT {
-            text_or_placeholder(&content)
+            Diff::text(&content)
         } else {
             format!("<{} bytes not shown>\n", content.len())
         },
@@ -176,13 +173,6 @@ pub(crate) async fn check_put(
     Ok(Check::Change(
         Change::new(PutPlan::Write { content, existed }, summary).with_diff(diff),
     ))
-}
-
-fn text_or_placeholder(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.contains('\0') => s.to_string(),
-        _ => format!("<binary, {} bytes>\n", bytes.len()),
-    }
 }
 
 fn attrs_differ(dest: &DestSpec, st: &FileStat) -> bool {
