@@ -58,10 +58,10 @@ pub fn record(cluster_id: &str, member_id: u64, name: &str) {
         let _ = std::fs::create_dir_all(dir);
     }
     let tmp = p.with_extension("json.tmp");
-    if let Ok(bytes) = serde_json::to_vec_pretty(&map) {
-        if std::fs::write(&tmp, bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &p);
-        }
+    if let Ok(bytes) = serde_json::to_vec_pretty(&map)
+        && std::fs::write(&tmp, bytes).is_ok()
+    {
+        let _ = std::fs::rename(&tmp, &p);
     }
 }
 

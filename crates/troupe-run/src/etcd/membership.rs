@@ -157,27 +157,28 @@ pub fn decide(view: &View, want: &Want, now: SystemTime) -> Result<Decision, Etc
         .find(|m| !m.info.name.is_empty() && m.info.name == want.name);
 
     // Identity checks: the peer URL and the name must point at the same member.
-    if let Some(m) = by_peer {
-        if !m.info.name.is_empty() && m.info.name != want.name {
-            return Err(EtcdError::PeerUrlTaken {
-                peer_url: want.peer_url.clone(),
-                name: want.name.clone(),
-                other: m.info.name.clone(),
-            });
-        }
+    if let Some(m) = by_peer
+        && !m.info.name.is_empty()
+        && m.info.name != want.name
+    {
+        return Err(EtcdError::PeerUrlTaken {
+            peer_url: want.peer_url.clone(),
+            name: want.name.clone(),
+            other: m.info.name.clone(),
+        });
     }
-    if let Some(m) = by_name {
-        if by_peer.is_none() {
-            if want.goal == Goal::Absent {
-                // Removing by name is fine even if the inventory's URL drifted.
-                return remove(view, m, want, now);
-            }
-            return Err(EtcdError::NameTaken {
-                name: want.name.clone(),
-                existing: m.info.peer_urls.join(","),
-                peer_url: want.peer_url.clone(),
-            });
+    if let Some(m) = by_name
+        && by_peer.is_none()
+    {
+        if want.goal == Goal::Absent {
+            // Removing by name is fine even if the inventory's URL drifted.
+            return remove(view, m, want, now);
         }
+        return Err(EtcdError::NameTaken {
+            name: want.name.clone(),
+            existing: m.info.peer_urls.join(","),
+            peer_url: want.peer_url.clone(),
+        });
     }
     let mine = by_peer;
 

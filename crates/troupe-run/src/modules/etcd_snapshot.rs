@@ -99,17 +99,17 @@ impl Module for EtcdSnapshot {
     }
 
     async fn check(&self, spec: &SnapshotSpec, _cx: &TaskCx<'_>) -> Result<Check<()>, TaskError> {
-        if let Some(fresh) = spec.fresh_for {
-            if let Some(newest) = snapshot::list(&spec.dest, &spec.prefix).pop() {
-                let age = std::fs::metadata(&newest)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| SystemTime::now().duration_since(t).ok());
-                if age.is_some_and(|a| a < fresh) {
-                    let mut out = Outcome::ok(json!({"path": newest.display().to_string(), "fresh": true}));
-                    out.msg = Some(format!("{} is recent enough", newest.display()));
-                    return Ok(Check::Unchanged(out));
-                }
+        if let Some(fresh) = spec.fresh_for
+            && let Some(newest) = snapshot::list(&spec.dest, &spec.prefix).pop()
+        {
+            let age = std::fs::metadata(&newest)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok());
+            if age.is_some_and(|a| a < fresh) {
+                let mut out = Outcome::ok(json!({"path": newest.display().to_string(), "fresh": true}));
+                out.msg = Some(format!("{} is recent enough", newest.display()));
+                return Ok(Check::Unchanged(out));
             }
         }
         let name = snapshot::file_name(&spec.prefix, SystemTime::now());
