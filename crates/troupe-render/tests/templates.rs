@@ -148,3 +148,61 @@ fn lab_members_do_not_listen_on_127_0_0_1() {
     );
     assert!(!run.contains("127.0.0.1"), "{run}");
 }
+
+/// Issue 6: a unique `--initial-cluster-token` per cluster, without the operator having
+/// to remember to set one: two clusters whose first members differ get different
+/// tokens, every member of one cluster gets the same, and an explicit token wins.
+#[test]
+fn the_cluster_token_is_unique_per_cluster_unless_set() {
+    fn token(rendered: &str) -> String {
+        let line = rendered
+            .lines()
+            .find(|l| l.contains("--initial-cluster-token="))
+            .expect("token flag rendered");
+        line.split("--initial-cluster-token=")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_end_matches('\\')
+            .trim()
+            .to_string()
+    }
+    let r = common::renderer();
+    let seed: Vec<String> = common::seed_contexts()
+        .iter()
+        .map(|(_, ctx)| token(&r.render_file("etcd.runit.j2", ctx).unwrap()))
+        .collect();
+    assert!(
+        seed.iter().all(|t| t == &seed[0]),
+        "one cluster, one token: {seed:?}"
+    );
+    assert!(
+        seed[0].starts_with("etcd-") && seed[0] != "etcd-cluster",
+        "{}",
+        seed[0]
+    );
+
+    let other_hosts: Vec<(&str, indexmap::IndexMap<String, serde_json::Value>)> = ["podd01", "podd02"]
+        .iter()
+        .zip(["10.2.0.1", "10.2.0.2"])
+        .map(|(name, ip)| {
+            (
+                *name,
+                common::vars(&[("inventory_hostname", json!(name)), ("address", json!(ip))]),
+            )
+        })
+        .collect();
+    let (groups, hostvars) = common::inventory(&other_hosts);
+    let other = troupe_render::Context::new(other_hosts[0].1.clone())
+        .with_groups(groups)
+        .with_hostvars(hostvars);
+    let other_token = token(&r.render_file("etcd.runit.j2", &other).unwrap());
+    assert_ne!(other_token, seed[0], "two clusters must not share a token");
+
+    let (_, ctx) = common::seed_contexts().remove(0);
+    let ctx = ctx.with_var("etcd_cluster_token", json!("prod-a-etcd"));
+    assert_eq!(
+        token(&r.render_file("etcd.runit.j2", &ctx).unwrap()),
+        "prod-a-etcd"
+    );
+}
