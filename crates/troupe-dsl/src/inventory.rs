@@ -51,7 +51,9 @@ pub(crate) fn decode(path: &Path, text: &str) -> Result<Inventory, miette::Repor
     let mut cx = Cx::new(file.clone());
     let inventory = cx.parse().map(|doc| Decoder::new(path).run(&mut cx, &doc));
     cx.problems.finish(&path.display().to_string())?;
-    Ok(inventory.expect("no problems means the document parsed"))
+    let mut inventory = inventory.expect("no problems means the document parsed");
+    inventory.secret_vars = std::mem::take(&mut cx.secrets);
+    Ok(inventory)
 }
 
 struct HostDraft {
@@ -624,6 +626,14 @@ impl Inventory {
 
 /// For `-e @file.kdl` and role `defaults.kdl`: a document of `name value` nodes.
 pub(crate) fn decode_vars(path: &Path, text: &str) -> Result<Vars, miette::Report> {
+    decode_vars_with_secrets(path, text).map(|(vars, _)| vars)
+}
+
+/// [`decode_vars`], also returning the names marked `(secret)`.
+pub(crate) fn decode_vars_with_secrets(
+    path: &Path,
+    text: &str,
+) -> Result<(Vars, indexmap::IndexSet<String>), miette::Report> {
     let file = Arc::new(SourceFile::new(path, text));
     let mut cx = Cx::new(file);
     let mut vars = Vars::new();
@@ -631,7 +641,7 @@ pub(crate) fn decode_vars(path: &Path, text: &str) -> Result<Vars, miette::Repor
         crate::decode::value::vars_block(&mut cx, &doc, &mut vars);
     }
     cx.problems.finish(&path.display().to_string())?;
-    Ok(vars)
+    Ok((vars, cx.secrets))
 }
 
 #[cfg(test)]

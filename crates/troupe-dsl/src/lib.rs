@@ -90,6 +90,14 @@ pub fn load_vars_file(path: &Path) -> Result<Vars, miette::Report> {
     inventory::decode_vars(path, &text)
 }
 
+/// [`load_vars_file`], also returning the names of the variables marked `(secret)`.
+pub fn load_vars_file_with_secrets(
+    path: &Path,
+) -> Result<(Vars, indexmap::IndexSet<String>), miette::Report> {
+    let text = read_top(path, "vars file")?;
+    inventory::decode_vars_with_secrets(path, &text)
+}
+
 /// Checks vars-file text; `name` is the file name shown in diagnostics.
 pub fn parse_vars_str(text: &str, name: &str) -> Result<Vars, miette::Report> {
     inventory::decode_vars(Path::new(name), text)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 use miette::SourceSpan;
 
 /// Variables as the templates see them. JSON values keep the model independent of the
@@ -79,6 +79,9 @@ pub struct Inventory {
     /// `all` and globs never select it; the pattern `localhost` does. See
     /// [`Inventory::localhost`] and [`Inventory::host`].
     pub implicit_localhost: Option<Host>,
+    /// Names of variables marked `(secret)` anywhere in the inventory (inventory, group
+    /// or host vars): the engine masks their values in every output.
+    pub secret_vars: IndexSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,9 @@ pub struct Playbook {
     /// The text of every file the playbook was read from (itself, includes, role files),
     /// so later stages can show a snippet for any [`Loc`] (see [`Sources::named`]).
     pub sources: Sources,
+    /// Names of variables marked `(secret)` anywhere in the playbook, its includes and
+    /// roles (play, role and task vars, role defaults): masked in every output.
+    pub secret_vars: IndexSet<String>,
 }
 
 /// Source text by file, shared cheaply.

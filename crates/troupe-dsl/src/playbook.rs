@@ -111,6 +111,7 @@ pub(crate) fn decode(
         path: path.to_path_buf(),
         plays,
         sources: loader.sources,
+        secret_vars: std::mem::take(&mut cx.secrets),
     })
 }
 

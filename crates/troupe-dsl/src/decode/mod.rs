@@ -30,6 +30,8 @@ pub(crate) struct Cx {
     pub(crate) problems: Problems,
     file: Arc<SourceFile>,
     file_idx: usize,
+    /// Names of variables marked `(secret)` in any `vars` block decoded so far.
+    pub(crate) secrets: indexmap::IndexSet<String>,
 }
 
 impl Cx {
@@ -40,6 +42,7 @@ impl Cx {
             problems,
             file,
             file_idx,
+            secrets: indexmap::IndexSet::new(),
         }
     }
 

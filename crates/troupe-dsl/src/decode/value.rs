@@ -14,6 +14,9 @@
 //! | `(list)name "a"` / `(list)name`      | `["a"]` / `[]`                |
 //! | `(map)name`                          | `{}`                          |
 //!
+//! Inside `vars`, `(secret)name ...` marks the variable as secret (its value is still
+//! written by the rules above): the names end up in `secret_vars` of the model.
+//!
 //! Children named `-` are list items; any other children are map keys. Mixing the two,
 //! or mixing positional values, properties and children, is an error: each value has
 //! exactly one way to be written, so a reader never has to guess.
@@ -66,8 +69,14 @@ enum Shape {
 
 /// The value a node holds under the shape rule (see the module docs).
 pub(crate) fn node_value(cx: &mut Cx, node: &KdlNode) -> Option<Value> {
+    node_value_as(cx, node, node.ty().map(|t| t.value()))
+}
+
+/// [`node_value`] with the type annotation given by the caller (`vars` strips
+/// `(secret)`, which marks the variable rather than shaping its value).
+fn node_value_as(cx: &mut Cx, node: &KdlNode, ty: Option<&str>) -> Option<Value> {
     let name = node.name().value();
-    let shape = match node.ty().map(|t| t.value()) {
+    let shape = match ty {
         None => Shape::Any,
         Some("list") => Shape::List,
         Some("map") => Shape::Map,
@@ -77,7 +86,10 @@ pub(crate) fn node_value(cx: &mut Cx, node: &KdlNode) -> Option<Value> {
                 "type annotation",
                 format!("`({other})` is not a value shape"),
                 span,
-                Some("the only annotations are `(list)` and `(map)`".into()),
+                Some(
+                    "the only value annotations are `(list)` and `(map)`; `(secret)` marks a variable in a `vars` block"
+                        .into(),
+                ),
             );
             Shape::Any
         }
@@ -296,11 +308,16 @@ pub(crate) fn check_identifier(cx: &mut Cx, name: &str, span: SourceSpan, what: 
 }
 
 /// Decodes the children of a `vars { .. }` block (or a whole vars file) into `into`.
+///
+/// A variable written `(secret)name value` is recorded in [`Cx::secrets`]: the engine
+/// masks its value in every output. Its value follows the usual shape rule.
 pub(crate) fn vars_block(cx: &mut Cx, doc: &KdlDocument, into: &mut Vars) {
     let mut spans: Vec<(usize, SourceSpan)> = Vec::new();
     for node in doc.nodes() {
         let name = node.name().value();
         let span = node.name().span();
+        let ty = node.ty().map(|t| t.value());
+        let secret = ty == Some("secret");
         if !check_identifier(cx, name, span, "variable") {
             continue;
         }
@@ -315,7 +332,10 @@ pub(crate) fn vars_block(cx: &mut Cx, doc: &KdlDocument, into: &mut Vars) {
             });
             continue;
         }
-        if let Some(v) = node_value(cx, node) {
+        if secret {
+            cx.secrets.insert(name.to_string());
+        }
+        if let Some(v) = node_value_as(cx, node, if secret { None } else { ty }) {
             let (i, _) = into.insert_full(name.to_string(), v);
             spans.push((i, span));
         }

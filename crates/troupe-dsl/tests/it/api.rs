@@ -285,3 +285,58 @@ fn locations_point_at_the_source() {
     assert_eq!(task.when.as_ref().unwrap().loc.to_string(), "loc.kdl:2:14");
     assert_eq!(task.args["cmd"].loc.to_string(), "loc.kdl:3:15");
 }
+
+#[test]
+fn secret_vars_are_recorded_wherever_vars_are_written() {
+    let inv = parse_inventory_str(
+        r#"
+        vars { (secret)inv_token "abcd1234"; plain "x" }
+        group etcd { vars { (secret)group_token "g" }; host podc01 { vars { (secret)host_keys "k1" "k2" } } }
+        "#,
+        "inventory.kdl",
+    )
+    .unwrap_or_else(|r| panic!("{}", render(&r)));
+    let names: Vec<&str> = inv.secret_vars.iter().map(String::as_str).collect();
+    assert_eq!(names, ["inv_token", "group_token", "host_keys"]);
+    assert_eq!(
+        inv.host_vars("podc01")["host_keys"],
+        serde_json::json!(["k1", "k2"])
+    );
+    // `(secret)` marks the variable; the value keeps the usual shape rule
+    assert_eq!(inv.host_vars("podc01")["inv_token"], "abcd1234");
+
+    let pb = parse_playbook_str(
+        r#"
+        play "p" hosts=all {
+            vars { (secret)play_token "p"; (secret)creds user="u" pass="p" }
+            task "t" { debug msg="hi"; vars { (secret)task_token "t" } }
+        }
+        "#,
+        "site.kdl",
+        MODULES,
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|r| panic!("{}", render(&r)));
+    let names: Vec<&str> = pb.secret_vars.iter().map(String::as_str).collect();
+    assert_eq!(names, ["play_token", "creds", "task_token"]);
+    assert_eq!(pb.plays[0].tasks[0].vars["task_token"], "t");
+
+    let dir = std::env::temp_dir().join(format!("troupe-secret-vars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("extra.kdl");
+    std::fs::write(&file, "(secret)etcd_token \"s3cr3t\"\nregion \"eu\"\n").unwrap();
+    let (vars, secrets) = troupe_dsl::load_vars_file_with_secrets(&file).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(vars["etcd_token"], "s3cr3t");
+    assert_eq!(secrets.iter().collect::<Vec<_>>(), ["etcd_token"]);
+
+    // anything else in parentheses is still an error
+    let err = parse_playbook_str(
+        r#"play "p" hosts=all { vars { (hidden)x "y" } }"#,
+        "site.kdl",
+        MODULES,
+        &LoadOptions::default(),
+    )
+    .unwrap_err();
+    assert!(render(&err).contains("(secret)"), "{}", render(&err));
+}
