@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexSet;
 use serde_json::{Map, Value, json};
 use tokio::sync::{OnceCell, Semaphore};
 use troupe_dsl::model::{ConnKind, ConnSettings, Host, Inventory, Loop, Play, Task, Vars};
@@ -16,6 +17,7 @@ use troupe_render::{Context, Renderer};
 
 use crate::connection::{ConnError, Connection};
 use crate::module::{DynCheck, DynModule, TaskCx, TaskError};
+use crate::report::mask::Masker;
 use crate::report::{DiffInfo, ErrorInfo, HostResult, Status, unified_diff};
 use crate::statcache::CachedConn;
 use crate::vars::{self, Shared};
@@ -118,6 +120,11 @@ pub struct Env {
     pub check: bool,
     pub diff: bool,
     renderers: Mutex<HashMap<Vec<PathBuf>, Arc<Renderer>>>,
+    /// Where the values of secret vars (and `no-log` registered results) go, so that
+    /// the masking reporter hides them from every output.
+    pub masker: Arc<Masker>,
+    /// Names of the vars marked `(secret)` (inventory, playbook, `-e` files).
+    pub secret_names: IndexSet<String>,
 }
 
 impl Env {
@@ -128,6 +135,8 @@ impl Env {
             check,
             diff,
             renderers: Mutex::new(HashMap::new()),
+            masker: Arc::new(Masker::new()),
+            secret_names: IndexSet::new(),
         }
     }
 
@@ -304,6 +313,8 @@ pub async fn execute(env: &Env, inp: TaskInput<'_>) -> TaskOutput {
     };
     if task.no_log {
         mask(&mut result);
+        // What a `no-log` task registers is secret wherever a later task shows it.
+        env.masker.add_value(&register_value);
     }
     result.duration = started.elapsed();
     TaskOutput {
@@ -363,6 +374,12 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
         Ok(v) => v,
         Err(e) => return (vec![render_err(e)], None),
     };
+    // The rendered values of this host's secret vars, before anything can print them.
+    for name in &env.secret_names {
+        if let Some(v) = vars.get(name) {
+            env.masker.add_value(v);
+        }
+    }
     let ctx = env.shared.context(vars);
 
     // Without a loop, `when` decides before anything else (no connection needed).

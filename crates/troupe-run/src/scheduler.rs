@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use indexmap::IndexMap;
+use indexmap::{IndexMap, IndexSet};
 use tokio::sync::Semaphore;
 use troupe_dsl::model::{ConnKind, Host, Inventory, Loop, Play, Playbook, Serial, Task, Vars};
 
@@ -17,6 +17,7 @@ use crate::connection::local::LocalConnection;
 use crate::connection::ssh::{HostKeyPolicy, SshConnection};
 use crate::connection::{ConnError, Connection};
 use crate::executor::{self, Connector, Env, Pool, TaskInput};
+use crate::report::mask::{Masker, Masking};
 use crate::report::{Event, Reporter, Stats, Status};
 use crate::statcache::CachedConn;
 use crate::vars::Shared;
@@ -37,6 +38,8 @@ pub struct RunOptions {
     /// Fetch the stats a batch's checks will need in one round trip per host
     /// ([`crate::statcache`]); `troupe run` turns it on.
     pub prefetch: bool,
+    /// Names of extra vars marked `(secret)` (in `-e @file.kdl` files).
+    pub secret_vars: IndexSet<String>,
 }
 
 /// How the run ended, for the exit code.
@@ -156,7 +159,21 @@ pub async fn run(
     };
     let shared = Shared::new(&inventory, opts.extra_vars.clone(), opts.check);
     let pool = Pool::new(connector, inventory.clone(), forks);
-    let env = Arc::new(Env::new(shared, pool, opts.check, opts.diff));
+    // Secret values are masked in every event, whatever reporter is behind.
+    let secret_names: IndexSet<String> = inventory
+        .secret_vars
+        .iter()
+        .chain(&playbook.secret_vars)
+        .chain(&opts.secret_vars)
+        .cloned()
+        .collect();
+    let masker = Arc::new(Masker::new());
+    seed_secrets(&masker, &secret_names, &shared, &playbook);
+    let reporter: Arc<dyn Reporter> = Arc::new(Masking::new(reporter, masker.clone()));
+    let mut env = Env::new(shared, pool, opts.check, opts.diff);
+    env.masker = masker;
+    env.secret_names = secret_names;
+    let env = Arc::new(env);
     let mut s = Scheduler {
         env,
         inventory,
@@ -185,6 +202,34 @@ pub async fn run(
         elapsed: started.elapsed(),
     });
     RunSummary { stats, aborted }
+}
+
+/// Secret values known before any task runs: every host's inventory vars, play and
+/// task vars, role defaults and params, extra vars. Templated values are added once
+/// rendered, when a task resolves its vars ([`executor`]).
+fn seed_secrets(masker: &Masker, names: &IndexSet<String>, shared: &Shared, playbook: &Playbook) {
+    if names.is_empty() {
+        return;
+    }
+    let mut sources: Vec<&Vars> = vec![&shared.extra];
+    sources.extend(shared.hostvars.values());
+    for play in &playbook.plays {
+        sources.push(&play.vars);
+        for task in play.tasks.iter().chain(&play.handlers) {
+            sources.push(&task.vars);
+            if let Some(role) = &task.role {
+                sources.push(&role.defaults);
+                sources.push(&role.vars);
+            }
+        }
+    }
+    for vars in sources {
+        for name in names {
+            if let Some(v) = vars.get(name) {
+                masker.add_value(v);
+            }
+        }
+    }
 }
 
 /// Split hosts into `serial` batches.
@@ -775,6 +820,52 @@ play "q" hosts=podc02 {
         let all = serde_json::to_string(&*rec.0.lock().unwrap()).unwrap();
         assert!(!all.contains("s3cr3t"), "{all}");
         assert_eq!(rec.results().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn secret_vars_and_no_log_registers_are_masked_in_every_event() {
+        let h = Harness::new(
+            r#"play "p" hosts=podc01 {
+    vars { (secret)token "s3cr3t-{{ inventory_hostname }}"; plain "visible" }
+    task "conf" { copy content="token={{ token }} {{ plain }}\n" dest="/etc/token" }
+    task "read" no-log=#true register="pw" { command "cat /etc/pw" }
+    task "show" { debug msg="pw is {{ pw.stdout }}, extra is {{ api_key }}" }
+    task "fails" { command "login --password {{ token }}" }
+}"#,
+        );
+        h.host("podc01").answer("cat /etc/pw", 0, "hunter2-pw\n", "");
+        h.host("podc01")
+            .answer("login", 1, "", "bad password s3cr3t-podc01\n");
+        let mut extra = Vars::new();
+        extra.insert("api_key".into(), serde_json::json!("key-from-e-file"));
+        let (_, rec) = h
+            .run(RunOptions {
+                diff: true,
+                extra_vars: extra,
+                secret_vars: ["api_key".to_string()].into_iter().collect(),
+                ..RunOptions::default()
+            })
+            .await;
+        let all = serde_json::to_string(&*rec.0.lock().unwrap()).unwrap();
+        for secret in ["s3cr3t", "hunter2-pw", "key-from-e-file"] {
+            assert!(!all.contains(secret), "{secret} leaked: {all}");
+        }
+        // what is not secret still shows, and the host got the real value
+        assert!(all.contains("visible"), "{all}");
+        assert!(all.contains("pw is ********, extra is ********"), "{all}");
+        assert_eq!(
+            h.host("podc01").file("/etc/token").unwrap().content,
+            b"token=s3cr3t-podc01 visible\n"
+        );
+        let results = rec.results();
+        assert!(
+            results[0].diffs[0].diff.contains("+token=******** visible"),
+            "{results:?}"
+        );
+        assert!(
+            results[3].error.as_ref().unwrap().rendered.contains("********"),
+            "{results:?}"
+        );
     }
 
     #[tokio::test]

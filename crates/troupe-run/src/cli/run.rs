@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use indexmap::IndexSet;
 use serde_json::Value;
 use troupe_dsl::model::Vars;
 
@@ -73,10 +74,19 @@ pub struct RunArgs {
 
 /// Parse the `-e` values into one map, later ones winning.
 pub fn extra_vars(values: &[String]) -> Result<Vars, miette::Report> {
+    extra_vars_with_secrets(values).map(|(vars, _)| vars)
+}
+
+/// [`extra_vars`], with the names marked `(secret)` in `-e @file.kdl` files.
+pub fn extra_vars_with_secrets(values: &[String]) -> Result<(Vars, IndexSet<String>), miette::Report> {
     let mut vars = Vars::new();
+    let mut secrets = IndexSet::new();
     for raw in values {
         if let Some(path) = raw.strip_prefix('@') {
-            vars.extend(troupe_dsl::load_vars_file(std::path::Path::new(path))?);
+            let (file_vars, file_secrets) =
+                troupe_dsl::load_vars_file_with_secrets(std::path::Path::new(path))?;
+            vars.extend(file_vars);
+            secrets.extend(file_secrets);
         } else if raw.trim_start().starts_with('{') {
             let value: Value = serde_json::from_str(raw).map_err(|e| {
                 miette::miette!(code = "troupe::cli::extra_vars", "-e {raw}: not valid JSON: {e}")
@@ -106,7 +116,7 @@ pub fn extra_vars(values: &[String]) -> Result<Vars, miette::Report> {
             ));
         }
     }
-    Ok(vars)
+    Ok((vars, secrets))
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -114,7 +124,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let extra = match extra_vars(&args.extra_vars) {
+    let (extra, secret_vars) = match extra_vars_with_secrets(&args.extra_vars) {
         Ok(v) => v,
         Err(e) => return super::report(e),
     };
@@ -141,6 +151,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         skip_tags: args.skip_tags,
         extra_vars: extra,
         prefetch: true,
+        secret_vars,
     };
     let host_keys = if args.accept_new_host_keys {
         HostKeyPolicy::AcceptNew

@@ -1,10 +1,13 @@
 //! Reporting, apart from execution: the scheduler and executor emit one stream of
 //! [`Event`]s and never print. The human reporter turns them into progress lines and a
 //! recap, the JSON reporter into one object per line; both see the same facts, already
-//! masked for `no-log`, so no output path can leak what another one hides.
+//! masked for `no-log`, so no output path can leak what another one hides. Secret
+//! values (vars marked `(secret)`, what `no-log` tasks register) are masked by
+//! [`mask::Masking`], which the scheduler puts in front of every reporter.
 
 pub mod human;
 pub mod json;
+pub mod mask;
 
 use std::time::Duration;
 
