@@ -806,14 +806,16 @@ where
     Fut: Future<Output = Result<T, EtcdError>>,
 {
     let start = Instant::now();
-    let mut pause = Duration::from_millis(250);
+    // Short pauses: the usual wait is etcd 3.4's 5 s strict-reconfig window after a
+    // join, and every 100 ms slept past its end is 100 ms added to the expansion.
+    let mut pause = Duration::from_millis(100);
     loop {
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if retryable(&e) && start.elapsed() + pause < patience => {
                 tracing::debug!("etcd said {e}; retrying in {pause:?}");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                pause = (pause * 2).min(Duration::from_millis(200));
             }
             Err(e) => return Err(e),
         }
