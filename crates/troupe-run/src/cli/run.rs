@@ -36,6 +36,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub diff: bool,
 
+    /// List hosts that skipped a task (by default only the recap counts them, and a
+    /// task every host skipped prints nothing).
+    #[arg(long)]
+    pub show_skipped: bool,
+
     /// Only run on hosts matching this pattern (`podc01`, `etcd:!podc03`, `podc0*`).
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
@@ -165,7 +170,8 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let reporter: Arc<dyn crate::report::Reporter> = Arc::from(stdout_reporter(args.output, args.diff));
+    let reporter: Arc<dyn crate::report::Reporter> =
+        Arc::from(stdout_reporter(args.output, args.diff, args.show_skipped));
     let summary = runtime.block_on(scheduler::run(
         Arc::new(inventory),
         Arc::new(playbook),

@@ -3,6 +3,11 @@
 //! line (`ok: [podc001, podc002 … +98 more]`), so 100 hosts stay readable; failures are
 //! always shown per host with their full diagnostic. A progress bar appears only when
 //! stdout is a terminal, never in logs or pipes.
+//!
+//! Skipped hosts are not listed (the recap counts them) unless `--show-skipped`: a
+//! phased role such as etcd-node skips most of its tasks on most hosts, and listing
+//! each one buried the few lines that matter. A task whose every host skipped prints
+//! nothing at all, header included.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -21,6 +26,7 @@ const FOLD_NAMES: usize = 5;
 pub struct Human<W: Write + Send> {
     state: Mutex<State<W>>,
     diff: bool,
+    show_skipped: bool,
 }
 
 struct State<W> {
@@ -28,6 +34,8 @@ struct State<W> {
     /// Hosts of the current task, in inventory order.
     task_hosts: Vec<String>,
     pending: Vec<HostResult>,
+    /// The current task's header, printed just before its first shown line.
+    header: Option<String>,
     seen: usize,
     bar: Option<ProgressBar>,
     tty: bool,
@@ -51,12 +59,20 @@ impl<W: Write + Send> Human<W> {
                 out,
                 task_hosts: Vec::new(),
                 pending: Vec::new(),
+                header: None,
                 seen: 0,
                 bar: None,
                 tty,
             }),
             diff,
+            show_skipped: false,
         }
+    }
+
+    /// List skipped hosts (and tasks every host skipped) too.
+    pub fn show_skipped(mut self, show: bool) -> Self {
+        self.show_skipped = show;
+        self
     }
 
     pub fn into_inner(self) -> W {
@@ -65,6 +81,14 @@ impl<W: Write + Send> Human<W> {
 }
 
 impl<W: Write + Send> State<W> {
+    /// A line that belongs to the current task: its header goes first if still held.
+    fn task_line(&mut self, text: &str) {
+        if let Some(header) = self.header.take() {
+            self.line(&header);
+        }
+        self.line(text);
+    }
+
     fn line(&mut self, text: &str) {
         match &self.bar {
             Some(bar) => bar.suspend(|| {
@@ -88,6 +112,7 @@ impl<W: Write + Send> State<W> {
         }
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
+            self.header = None;
             let _ = self.out.flush();
             return;
         }
@@ -128,8 +153,9 @@ impl<W: Write + Send> State<W> {
             }
         }
         for l in lines {
-            self.line(&l);
+            self.task_line(&l);
         }
+        self.header = None;
         let _ = self.out.flush();
     }
 }
@@ -253,7 +279,7 @@ impl<W: Write + Send> Reporter for Human<W> {
             } => {
                 st.flush_task(self.diff);
                 let kind = if *handler { "HANDLER" } else { "TASK" };
-                st.line(&format!("\n{kind} [{task}] {loc}"));
+                st.header = Some(format!("\n{kind} [{task}] {loc}"));
                 st.task_hosts = hosts.clone();
                 st.seen = 0;
                 if st.tty && hosts.len() > 1 {
@@ -272,17 +298,19 @@ impl<W: Write + Send> Reporter for Human<W> {
                     bar.inc(1);
                 }
                 let show_now = !st.folding() || matches!(r.status, Status::Failed | Status::Unreachable);
-                if show_now {
+                if r.status == Status::Skipped && !self.show_skipped {
+                    // counted in the recap, not listed
+                } else if show_now {
                     let line = result_line(r.status, &r.host, r);
-                    st.line(&line);
+                    st.task_line(&line);
                     if let Some(err) = &r.error {
                         let text = indent(&err.rendered, "    ");
-                        st.line(&text);
+                        st.task_line(&text);
                     }
                     if self.diff {
                         for d in &r.diffs {
                             let text = indent(&d.diff, "    ");
-                            st.line(&text);
+                            st.task_line(&text);
                         }
                     }
                 } else {
@@ -327,6 +355,52 @@ mod tests {
             attempts: None,
             duration: Duration::ZERO,
         }
+    }
+
+    fn task(human: &Human<Vec<u8>>, name: &str, hosts: &[&str], statuses: &[Status]) {
+        human.event(&Event::TaskStart {
+            play: "p".into(),
+            task: name.into(),
+            loc: "site.kdl:1:1".into(),
+            handler: false,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        });
+        for (h, s) in hosts.iter().zip(statuses) {
+            human.event(&Event::HostResult(result(h, *s, None)));
+        }
+    }
+
+    #[test]
+    fn skipped_hosts_and_all_skipped_tasks_are_hidden_unless_asked() {
+        let hosts = ["podc01", "podc02"];
+        let run = |show: bool| {
+            let human = Human::new(Vec::new(), false).show_skipped(show);
+            task(&human, "Only on podc01", &hosts, &[Status::Ok, Status::Skipped]);
+            task(&human, "Nowhere", &hosts, &[Status::Skipped, Status::Skipped]);
+            task(&human, "Everywhere", &hosts, &[Status::Changed, Status::Changed]);
+            String::from_utf8(human.into_inner()).unwrap()
+        };
+        insta::assert_snapshot!(run(false), @r"
+        TASK [Only on podc01] site.kdl:1:1
+        ok: [podc01]
+
+        TASK [Everywhere] site.kdl:1:1
+        changed: [podc01]
+        changed: [podc02]
+        ");
+        insta::assert_snapshot!(run(true), @r"
+        TASK [Only on podc01] site.kdl:1:1
+        ok: [podc01]
+        skipped: [podc02]
+
+        TASK [Nowhere] site.kdl:1:1
+        skipped: [podc01]
+        skipped: [podc02]
+
+        TASK [Everywhere] site.kdl:1:1
+        changed: [podc01]
+        changed: [podc02]
+        ");
     }
 
     #[test]

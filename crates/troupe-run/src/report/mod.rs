@@ -201,9 +201,9 @@ pub enum OutputFormat {
 }
 
 /// A reporter writing to stdout in the chosen format.
-pub fn stdout_reporter(format: OutputFormat, diff: bool) -> Box<dyn Reporter> {
+pub fn stdout_reporter(format: OutputFormat, diff: bool, show_skipped: bool) -> Box<dyn Reporter> {
     match format {
-        OutputFormat::Human => Box::new(human::Human::stdout(diff)),
+        OutputFormat::Human => Box::new(human::Human::stdout(diff).show_skipped(show_skipped)),
         OutputFormat::Json => Box::new(json::Json::new(std::io::stdout())),
     }
 }
