@@ -41,9 +41,13 @@ fn inventory() -> Inventory {
 fn load(path: &Path) -> Result<String, String> {
     match kind(path) {
         Kind::Inventory => troupe_dsl::load_inventory(path).map(|i| inventory_summary(&i)),
-        Kind::Vars => {
-            troupe_dsl::load_vars_file(path).map(|v| serde_json::to_string_pretty(&v).unwrap() + "\n")
-        }
+        Kind::Vars => troupe_dsl::load_vars_file_with_secrets(path).map(|(v, secrets)| {
+            let mut out = serde_json::to_string_pretty(&v).unwrap() + "\n";
+            if !secrets.is_empty() {
+                let _ = writeln!(out, "secret_vars: {secrets:?}");
+            }
+            out
+        }),
         Kind::Playbook => troupe_dsl::load_playbook(path, MODULES, &opts()).and_then(|pb| {
             troupe_dsl::check_against_inventory(&pb, &inventory())?;
             Ok(playbook_summary(&pb))
@@ -118,6 +122,9 @@ pub fn inventory_summary(inv: &Inventory) -> String {
         }
         None => out.push_str("localhost is defined\n"),
     }
+    if !inv.secret_vars.is_empty() {
+        let _ = writeln!(out, "secret_vars: {:?}", inv.secret_vars);
+    }
     out
 }
 
@@ -138,6 +145,9 @@ pub fn playbook_summary(pb: &Playbook) -> String {
         for t in &play.handlers {
             task_summary(&mut out, "handler", t);
         }
+    }
+    if !pb.secret_vars.is_empty() {
+        let _ = writeln!(out, "secret_vars: {:?}", pb.secret_vars);
     }
     out
 }
