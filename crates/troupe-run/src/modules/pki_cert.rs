@@ -722,22 +722,10 @@ impl Module for PkiCert {
             owner: spec.owner.clone(),
             group: spec.group.clone(),
         };
-        let mkdir = cx
-            .conn
-            .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dest.as_str()]))
-            .await?;
-        if !mkdir.success() {
-            return Err(TaskError::failed(format!(
-                "cannot create {} on {host}: {}",
-                spec.dest,
-                mkdir.stderr_str().trim_end()
-            )));
-        }
-
         let (cert_pem, csr_pem) = match spec.key_location {
             KeyLocation::Host => {
-                // One round trip: a private temp key beside the final one (same
-                // filesystem, so the final `mv` is atomic), and its CSR on stdout.
+                // One round trip: the folder, a private temp key beside the final one
+                // (same filesystem, so the final `mv` is atomic), and its CSR on stdout.
                 let tmp_pattern = format!(
                     "{}/.{}-key.troupe-XXXXXX",
                     spec.dest.trim_end_matches('/'),
@@ -749,10 +737,12 @@ impl Module for PkiCert {
                     .map(quote)
                     .collect();
                 let script = format!(
-                    "set -e\ncommand -v openssl >/dev/null 2>&1 || exit 127\numask 077\ntmp=$(mktemp {pattern})\n\
+                    "set -e\nmkdir -p -- {dest} || exit 2\n\
+                     command -v openssl >/dev/null 2>&1 || exit 127\numask 077\ntmp=$(mktemp {pattern})\n\
                      if ! {genpkey} -out \"$tmp\" 2>/dev/null; then rm -f \"$tmp\"; echo 'openssl genpkey failed' >&2; exit 1; fi\n\
                      printf '%s\\n' \"$tmp\"\n\
                      if ! openssl req -new -key \"$tmp\" -subj {subj} -outform PEM; then rm -f \"$tmp\"; exit 1; fi\n",
+                    dest = quote(&spec.dest),
                     pattern = quote(&tmp_pattern),
                     genpkey = genpkey.join(" "),
                     subj = quote(&openssl_subj(&req.subject)),
@@ -760,6 +750,13 @@ impl Module for PkiCert {
                 let out = cx.conn.exec(&Cmd::script(script)).await?;
                 if out.exit_code == 127 {
                     return Err(no_openssl(&host));
+                }
+                if out.exit_code == 2 {
+                    return Err(TaskError::failed(format!(
+                        "cannot create {} on {host}: {}",
+                        spec.dest,
+                        out.stderr_str().trim_end()
+                    )));
                 }
                 if !out.success() {
                     return Err(TaskError::failed_help(
@@ -825,6 +822,17 @@ impl Module for PkiCert {
                 (cert, csr.to_string())
             }
             KeyLocation::Controller => {
+                let mkdir = cx
+                    .conn
+                    .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dest.as_str()]))
+                    .await?;
+                if !mkdir.success() {
+                    return Err(TaskError::failed(format!(
+                        "cannot create {} on {host}: {}",
+                        spec.dest,
+                        mkdir.stderr_str().trim_end()
+                    )));
+                }
                 let (cert, key) = crate::pki::issue_with_new_key(&ca, req, now).map_err(task_err)?;
                 let csr = if spec.csr {
                     csr_for_key(req, &key).map_err(task_err)?
