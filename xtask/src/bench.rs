@@ -37,6 +37,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use xtask::lab::{self, LabInfo};
 
+/// `bench --etcd`: the etcd 1 → 3 expansion; a child module so it shares the measuring
+/// process, the troupe build and the report helpers without widening their visibility.
+#[path = "bench_etcd.rs"]
+mod etcd;
+
 const LAB_NAME: &str = "bench";
 /// Where the workload lives on every host (`/srv` is per host in the lab).
 const REMOTE_DIR: &str = "/srv/bench";
@@ -56,7 +61,8 @@ options:
   --troupe PATH          use this troupe binary instead of building --release
   --keep-lab             leave the bench lab running afterwards
   --out FILE             write the results here instead of bench/results/DATE-HOST.md
-  --micro                run the criterion micro-benchmarks (parse+check, render) only";
+  --micro                run the criterion micro-benchmarks (parse+check, render) only
+  --etcd                 time the etcd 1 -> 3 expansion on fresh labs instead (`bench --etcd --help`)";
 
 // ---------------------------------------------------------------------------------
 // Options
@@ -207,6 +213,10 @@ fn parse_options(args: &[String]) -> Result<Options> {
 pub fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("__measure") {
         return measure_child(&args[1..]);
+    }
+    if args.iter().any(|a| a == "--etcd") {
+        measure_exe()?;
+        return etcd::run(args);
     }
     let opts = parse_options(args)?;
     measure_exe()?;

@@ -22,7 +22,8 @@ tasks:
   deps                  only check/install the Debian packages
   codegen               regenerate docs/modules.md from the module registry
   bench [OPTIONS]       fan-out speed vs plain OpenSSH, Ansible, pyinfra (`bench --help`);
-                        `bench --micro` runs the criterion micro-benchmarks";
+                        `bench --micro` runs the criterion micro-benchmarks,
+                        `bench --etcd [--runs N]` times the etcd 1 -> 3 expansion";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
