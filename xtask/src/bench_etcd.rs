@@ -318,7 +318,7 @@ fn report(opts: &EtcdOptions, troupe: &Path, samples: &[EtcdSample], elapsed: Du
     let _ = writeln!(
         md,
         "\nMedian of the fresh expansion: {} s, {verdict} issue 6's goal of {} s (certificates \
-         included). Peak RSS columns give the largest of the runs. The re-run reported \
+         included). In the median row, peak RSS is the largest of the runs. The re-run reported \
          changed=0 on every host in every run. Timings on a shared machine vary with its load: \
          compare runs taken minutes apart, not across the day.",
         secs(expand),
