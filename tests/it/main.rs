@@ -1,4 +1,3 @@
-
 mod connection;
 mod etcd;
 mod etcd_lab;

@@ -109,12 +109,6 @@ pub fn __fast_path_agrees_with_kdl(text: &str) -> Result<(), String> {
     decode::fast::agrees_with_kdl(text)
 }
 
-/// For troupe-dsl's own measurements: stage one only, on the fast path.
-#[doc(hidden)]
-pub fn __fast_parse(text: &str) -> bool {
-    decode::fast::parse(text).is_some()
-}
-
 fn read_top(path: &Path, what: &'static str) -> Result<String, miette::Report> {
     decode::read(path).map_err(|message| {
         miette::Report::new(DslError::Io {

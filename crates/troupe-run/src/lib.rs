@@ -1,14 +1,14 @@
 //! The troupe engine: connections, task modules, the executor that runs check → apply
 //! per host, the scheduler that fans out over hosts, and the reporters.
 
+pub mod cli;
 pub mod connection;
 pub mod etcd;
+pub mod executor;
 pub mod module;
 pub mod modules;
 pub mod pki;
-pub mod cli;
-pub mod executor;
 pub mod report;
 pub mod scheduler;
-pub mod vars;
 pub mod statcache;
+pub mod vars;

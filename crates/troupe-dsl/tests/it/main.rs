@@ -6,7 +6,6 @@ mod data;
 mod docs;
 mod no_panic;
 
-mod perf;
 mod registry;
 
 use std::path::{Path, PathBuf};

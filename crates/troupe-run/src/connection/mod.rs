@@ -40,11 +40,17 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Cmd { program: CmdProgram::Argv(args.into_iter().map(Into::into).collect()), ..Cmd::default() }
+        Cmd {
+            program: CmdProgram::Argv(args.into_iter().map(Into::into).collect()),
+            ..Cmd::default()
+        }
     }
 
     pub fn script(script: impl Into<String>) -> Self {
-        Cmd { program: CmdProgram::Script(script.into()), ..Cmd::default() }
+        Cmd {
+            program: CmdProgram::Script(script.into()),
+            ..Cmd::default()
+        }
     }
 
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
@@ -87,26 +93,56 @@ pub enum ConnError {
             "check the fingerprint out of band, then either add it with `ssh-keyscan -H {address} >> {known_hosts}` or run once with --accept-new-host-keys"
         )
     )]
-    UnknownHostKey { host: String, address: String, known_hosts: String, fingerprint: String },
+    UnknownHostKey {
+        host: String,
+        address: String,
+        known_hosts: String,
+        fingerprint: String,
+    },
 
     #[error("{host}: host key CHANGED for {address}: expected the one in {known_hosts}, got {fingerprint}")]
     #[diagnostic(
         code(troupe::conn::host_key_mismatch),
-        help("this may be a man-in-the-middle attack or a reinstalled host; verify and fix known_hosts by hand")
+        help(
+            "this may be a man-in-the-middle attack or a reinstalled host; verify and fix known_hosts by hand"
+        )
     )]
-    HostKeyMismatch { host: String, address: String, known_hosts: String, fingerprint: String },
+    HostKeyMismatch {
+        host: String,
+        address: String,
+        known_hosts: String,
+        fingerprint: String,
+    },
 
     #[error("{host}: authentication as {user} failed ({detail})")]
-    #[diagnostic(code(troupe::conn::auth), help("check `identity`/`user` in the inventory, or load the key into ssh-agent"))]
-    Auth { host: String, user: String, detail: String },
+    #[diagnostic(
+        code(troupe::conn::auth),
+        help("check `identity`/`user` in the inventory, or load the key into ssh-agent")
+    )]
+    Auth {
+        host: String,
+        user: String,
+        detail: String,
+    },
 
     #[error("{host}: cannot connect to {address}: {detail}")]
-    #[diagnostic(code(troupe::conn::unreachable), help("is sshd running and the address/port right? try `ssh -p PORT USER@ADDRESS`"))]
-    Unreachable { host: String, address: String, detail: String },
+    #[diagnostic(
+        code(troupe::conn::unreachable),
+        help("is sshd running and the address/port right? try `ssh -p PORT USER@ADDRESS`")
+    )]
+    Unreachable {
+        host: String,
+        address: String,
+        detail: String,
+    },
 
     #[error("{host}: command timed out after {after:?}: {command}")]
     #[diagnostic(code(troupe::conn::timeout))]
-    Timeout { host: String, after: Duration, command: String },
+    Timeout {
+        host: String,
+        after: Duration,
+        command: String,
+    },
 
     #[error("{host}: connection lost: {detail}")]
     #[diagnostic(code(troupe::conn::lost))]
