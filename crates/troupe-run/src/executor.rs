@@ -16,7 +16,7 @@ use troupe_dsl::model::{ConnKind, ConnSettings, Host, Inventory, Loop, Play, Tas
 use troupe_render::{Context, Renderer};
 
 use crate::connection::{ConnError, Connection};
-use crate::module::{DynCheck, DynModule, TaskCx, TaskError};
+use crate::module::{DynCheck, DynModule, TaskCx, TaskError, Touches};
 use crate::report::mask::Masker;
 use crate::report::{DiffInfo, ErrorInfo, HostResult, Status, unified_diff};
 use crate::statcache::CachedConn;
@@ -688,9 +688,13 @@ async fn attempt_once(
                 };
             }
             let summary = change.summary.clone();
-            // Applying may change anything: batched answers are stale from here on.
+            // Batched answers the apply may make stale are forgotten; with no better
+            // word from the module, all of them.
             if let Some(cache) = cache {
-                cache.invalidate();
+                match &change.touches {
+                    Touches::Anything => cache.invalidate(),
+                    Touches::Paths { paths, below } => cache.invalidate_paths(paths, *below),
+                }
             }
             match module.apply(change, cx).await {
                 Ok(o) => (o, Some(summary), diffs),

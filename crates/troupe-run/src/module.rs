@@ -103,6 +103,21 @@ pub struct Change<P> {
     /// "reissue server.pem: SAN 10.1.1.204 missing".
     pub summary: String,
     pub diffs: Vec<Diff>,
+    /// What `apply` may change on the host.
+    pub touches: Touches,
+}
+
+/// What applying a change may alter on the host. The executor keeps facts it fetched
+/// ahead (batched stats) about everything else, so a run that writes twenty files does
+/// not pay a fresh round trip of checks after each one. A module that cannot say
+/// precisely (a command, a service) leaves the default, `Anything`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Touches {
+    #[default]
+    Anything,
+    /// Only these paths and their parent directories (created with `mkdir -p`), and with
+    /// `below`, everything under them too (a removal, a directory replaced by a link).
+    Paths { paths: Vec<String>, below: bool },
 }
 
 impl<P> Change<P> {
@@ -111,10 +126,20 @@ impl<P> Change<P> {
             plan,
             summary: summary.into(),
             diffs: Vec::new(),
+            touches: Touches::Anything,
         }
     }
     pub fn with_diff(mut self, diff: Diff) -> Self {
         self.diffs.push(diff);
+        self
+    }
+    /// Declare that `apply` changes nothing but `path` (and its parents; with `below`,
+    /// what lies under it).
+    pub fn touching(mut self, path: impl Into<String>, below: bool) -> Self {
+        self.touches = Touches::Paths {
+            paths: vec![path.into()],
+            below,
+        };
         self
     }
 }
@@ -224,6 +249,7 @@ pub trait Module: Send + Sync + 'static {
 pub struct DynChange {
     pub summary: String,
     pub diffs: Vec<Diff>,
+    pub touches: Touches,
     state: Box<dyn Any + Send>,
 }
 
@@ -253,6 +279,7 @@ impl<M: Module> DynModule for M {
             Check::Change(change) => Ok(DynCheck::Change(DynChange {
                 summary: change.summary,
                 diffs: change.diffs,
+                touches: change.touches,
                 state: Box::new((spec, change.plan)),
             })),
         }

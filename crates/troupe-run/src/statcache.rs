@@ -103,6 +103,18 @@ struct State {
     disabled: bool,
 }
 
+/// Whether a cached answer about `known` may be stale once `touched` changed: the same
+/// path, one of its ancestors, or (with `below`) something under it.
+fn paths_related(known: &str, touched: &str, below: bool) -> bool {
+    let (k, t) = (known.trim_end_matches('/'), touched.trim_end_matches('/'));
+    let (k, t) = (
+        if k.is_empty() { "/" } else { k },
+        if t.is_empty() { "/" } else { t },
+    );
+    let under = |child: &str, parent: &str| parent == "/" || child.starts_with(&format!("{parent}/"));
+    k == t || under(t, k) || (below && under(k, t))
+}
+
 /// A connection that answers `stat` from a batch fetched ahead; everything else goes
 /// straight through.
 pub struct CachedConn {
@@ -129,6 +141,15 @@ impl CachedConn {
     /// The task at `step` starts: the paths of earlier tasks are no longer needed.
     pub fn set_step(&self, step: usize) {
         self.state.lock().unwrap().step = step;
+    }
+
+    /// Only `touched` may change now: forget the answers about those paths, their parent
+    /// directories (a write may create them, and changes their entries), and with
+    /// `below` what lies under them; every other answer stays valid.
+    pub fn invalidate_paths(&self, touched: &[String], below: bool) {
+        let mut st = self.state.lock().unwrap();
+        st.known
+            .retain(|known, _| !touched.iter().any(|t| paths_related(known, t, below)));
     }
 
     /// Something may change the host now: forget every answer.
@@ -209,7 +230,7 @@ impl Connection for CachedConn {
     }
 
     async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
-        self.invalidate();
+        self.invalidate_paths(&[path.to_string()], false);
         self.inner.write_file(path, contents, attrs).await
     }
 
@@ -262,6 +283,52 @@ mod tests {
         assert!(cache.stat(&format!("{d}/b")).await.unwrap().is_some());
         // Unpredicted paths fall through.
         assert!(cache.stat(&format!("{d}/zzz")).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_change_makes_stale_its_path_its_parents_and_with_below_its_children() {
+        assert!(paths_related("/srv/a", "/srv/a", false));
+        assert!(paths_related("/srv/a/", "/srv/a", false));
+        assert!(
+            paths_related("/srv", "/srv/a", false),
+            "a write may create the parent"
+        );
+        assert!(paths_related("/", "/srv/a", false));
+        assert!(
+            !paths_related("/srv/ab", "/srv/a", false),
+            "a sibling with a common prefix"
+        );
+        assert!(!paths_related("/srv/b", "/srv/a", false));
+        assert!(!paths_related("/srv/a/x", "/srv/a", false));
+        assert!(
+            paths_related("/srv/a/x", "/srv/a", true),
+            "a removal takes what is below"
+        );
+        assert!(!paths_related("/srv/ab/x", "/srv/a", true));
+    }
+
+    #[tokio::test]
+    async fn scoped_invalidation_keeps_the_other_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap().to_string();
+        let (a, b) = (format!("{d}/a"), format!("{d}/b"));
+        let inner: Arc<dyn Connection> = Arc::new(LocalConnection::new("localhost"));
+        let cache = CachedConn::new(inner, vec![(0, a.clone()), (0, b.clone())]);
+        assert!(cache.stat(&a).await.unwrap().is_none());
+        // Both appear behind the cache's back; only `a` is declared as touched.
+        std::fs::write(&a, "a").unwrap();
+        std::fs::write(&b, "b").unwrap();
+        cache.invalidate_paths(std::slice::from_ref(&a), false);
+        assert!(
+            cache.stat(&a).await.unwrap().is_some(),
+            "a touched path is asked again"
+        );
+        assert!(
+            cache.stat(&b).await.unwrap().is_none(),
+            "an untouched path keeps its batched answer (no round trip)"
+        );
+        cache.invalidate();
+        assert!(cache.stat(&b).await.unwrap().is_some());
     }
 
     #[test]

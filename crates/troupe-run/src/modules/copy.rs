@@ -143,10 +143,10 @@ pub(crate) async fn check_put(
         return Ok(Check::Unchanged(Outcome::ok(data)));
     }
     if same_content {
-        return Ok(Check::Change(Change::new(
-            PutPlan::Attrs,
-            format!("set mode/owner of {}", dest.dest),
-        )));
+        return Ok(Check::Change(
+            Change::new(PutPlan::Attrs, format!("set mode/owner of {}", dest.dest))
+                .touching(dest.dest.clone(), false),
+        ));
     }
     let existed = stat.is_some();
     let summary = if existed {
@@ -170,9 +170,13 @@ pub(crate) async fn check_put(
             format!("<{} bytes not shown>\n", content.len())
         },
     };
-    Ok(Check::Change(
-        Change::new(PutPlan::Write { content, existed }, summary).with_diff(diff),
-    ))
+    let change = Change::new(PutPlan::Write { content, existed }, summary).with_diff(diff);
+    // A backup adds a file next to `dest` too: leave that to the general rule.
+    Ok(Check::Change(if dest.backup {
+        change
+    } else {
+        change.touching(dest.dest.clone(), false)
+    }))
 }
 
 fn attrs_differ(dest: &DestSpec, st: &FileStat) -> bool {

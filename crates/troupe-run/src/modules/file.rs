@@ -104,7 +104,10 @@ impl Module for File {
         if steps.is_empty() {
             return Ok(Check::Unchanged(Outcome::ok(result(spec, stat.as_ref()))));
         }
-        Ok(Check::Change(Change::new(steps, format!("{what} {}", spec.path))))
+        // A removal or a link replacing a directory changes what lies below the path.
+        Ok(Check::Change(
+            Change::new(steps, format!("{what} {}", spec.path)).touching(spec.path.clone(), true),
+        ))
     }
 
     async fn apply(&self, spec: &FileSpec, steps: Vec<Step>, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
