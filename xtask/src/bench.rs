@@ -134,6 +134,29 @@ fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
+/// `--flag=value` or `--flag value`: the flag and its inline value, if any.
+fn split_flag(arg: &str) -> (&str, Option<String>) {
+    match arg.split_once('=') {
+        Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+        _ => (arg, None),
+    }
+}
+
+/// The value of `flag`: inline after `=`, else the next argument.
+fn flag_value(
+    flag: &str,
+    inline: &Option<String>,
+    rest: &mut std::slice::Iter<'_, String>,
+) -> Result<String> {
+    match inline {
+        Some(v) => Ok(v.clone()),
+        None => rest
+            .next()
+            .cloned()
+            .with_context(|| format!("{flag} needs a value")),
+    }
+}
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         hosts: vec![1, 10, 50],
@@ -148,19 +171,8 @@ fn parse_options(args: &[String]) -> Result<Options> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(a);
+        let mut value = || flag_value(flag, &inline, &mut it);
         match flag {
             "--hosts" => o.hosts = parse_list(&value()?, "--hosts")?,
             "--runs" => o.runs = value()?.parse().context("--runs: not a number")?,

@@ -25,8 +25,8 @@ use anyhow::{Context, Result, bail};
 use xtask::lab::{self, LabInfo};
 
 use super::{
-    Mode, Options, Sample, Tool, check_report_text, hostname, loadavg, machine, measured, median,
-    openssh_version, rel, secs, today, troupe_binary, troupe_rev, work_dir, write,
+    Mode, Options, Sample, Tool, check_report_text, flag_value, hostname, loadavg, machine, measured, median,
+    openssh_version, rel, secs, split_flag, today, troupe_binary, troupe_rev, work_dir, write,
 };
 
 const LAB_NAME: &str = "bench-etcd";
@@ -71,19 +71,8 @@ fn parse_options(args: &[String]) -> Result<EtcdOptions> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = || -> Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{flag} needs a value")),
-            }
-        };
+        let (flag, inline) = split_flag(a);
+        let mut value = || flag_value(flag, &inline, &mut it);
         match flag {
             "--etcd" => {}
             "--runs" => o.runs = value()?.parse().context("--runs: not a number")?,
