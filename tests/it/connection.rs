@@ -159,6 +159,78 @@ async fn one_connection_runs_many_commands_at_once() {
     }
 }
 
+/// troupe's own operations run in one long-lived shell per connection (no session,
+/// login shell and `sh` each), with the exact semantics of a session of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_commands_share_one_control_shell_and_keep_session_semantics() {
+    let lab = Lab::shared();
+    let conn = std::sync::Arc::new(connect(lab, "podc02").await);
+    let pid = |out: troupe_run::connection::Output| out.stdout_str().trim().to_string();
+    let internal = |s: &str| Cmd::script(s).internal();
+
+    // In a subshell `$$` is the shell that started it: the same for every request.
+    let first = pid(conn.exec(&internal("echo $$")).await.unwrap());
+    assert_eq!(pid(conn.exec(&internal("echo $$")).await.unwrap()), first);
+    assert_ne!(
+        pid(conn.exec(&Cmd::script("echo $$")).await.unwrap()),
+        first,
+        "a user's command has a session of its own"
+    );
+
+    // Output is exact (no final newline, stderr apart), and exit codes come through.
+    let out = conn
+        .exec(&internal("printf 'no newline'; printf 'err' >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout_str().as_str(), out.stderr_str().as_str()),
+        (3, "no newline", "err")
+    );
+    // Nothing a request does leaks into the next: not `cd`, not a variable, not an
+    // `exit`, not a syntax error; and stdin is empty, not the control stream.
+    let out = conn
+        .exec(&internal("cd /tmp; X=1; read line; echo \"[$line]\""))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout_str(), "[]\n");
+    let out = conn.exec(&internal("if then fi '")).await.unwrap();
+    assert_ne!(out.exit_code, 0, "a syntax error fails its own request");
+    let out = conn.exec(&internal("echo \"$(pwd) [$X] $$\"")).await.unwrap();
+    assert_eq!(out.stdout_str(), format!("/root [] {first}\n"));
+    let mut argv = Cmd::argv(["printf", "%s|", "a b", "it's", "$HOME"]).internal();
+    argv.cwd = Some("/tmp".into());
+    argv.env = vec![("K".into(), "v w".into())];
+    assert_eq!(
+        conn.exec(&argv).await.unwrap().stdout_str(),
+        "a b|it's|$HOME|"
+    );
+
+    // Many at once: the shell takes one, the others get sessions; all answer right.
+    let handles: Vec<_> = (0..12)
+        .map(|i| {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.exec(&Cmd::script(format!("sleep 0.1; echo {i}")).internal())
+                    .await
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap().unwrap().stdout_str(), format!("{i}\n"));
+    }
+
+    // A request that hangs times out; the shell is replaced and the next one works.
+    let mut hang = internal("sleep 32.5");
+    hang.timeout = Some(Duration::from_millis(300));
+    match conn.exec(&hang).await {
+        Err(ConnError::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let next = pid(conn.exec(&internal("echo $$")).await.unwrap());
+    assert!(!next.is_empty() && next != first, "a new control shell: {next} vs {first}");
+    assert_eq!(pid(conn.exec(&internal("echo $$")).await.unwrap()), next);
+}
+
 #[tokio::test]
 async fn stat_of_file_dir_symlink_and_absent() {
     let lab = Lab::shared();

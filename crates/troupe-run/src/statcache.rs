@@ -76,7 +76,7 @@ pub async fn stat_many(
 ) -> Result<Vec<Option<Option<FileStat>>>, ConnError> {
     let mut all = Vec::with_capacity(paths.len());
     for chunk in paths.chunks(MAX_BATCH) {
-        let out = conn.exec(&Cmd::script(batch_script(chunk))).await?;
+        let out = conn.exec(&Cmd::script(batch_script(chunk)).internal()).await?;
         match parse_batch(&out.stdout_str(), chunk.len()) {
             Ok(answers) => all.extend(answers),
             Err(detail) => {

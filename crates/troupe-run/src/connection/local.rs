@@ -113,7 +113,10 @@ impl Connection for LocalConnection {
 
     async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
         let out = self
-            .exec(&Cmd::script(shell::write_script(path, attrs)).stdin(contents.to_vec()))
+            .exec(
+                &Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin))
+                    .stdin(contents.to_vec()),
+            )
             .await?;
         if out.success() {
             Ok(())

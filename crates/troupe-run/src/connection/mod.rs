@@ -2,6 +2,7 @@
 //! remote sshd, the controller itself, or a recording fake in a unit test. Every
 //! remote operation is a command line built by [`shell`]: the one place that quotes.
 
+pub mod control;
 pub mod fake;
 pub mod local;
 pub mod shell;
@@ -20,6 +21,11 @@ pub struct Cmd {
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     pub timeout: Option<Duration>,
+    /// One of troupe's own short operations on files (stat, read, write, mkdir,
+    /// chmod...): it needs no stdin and starts nothing that outlives it, so a
+    /// connection may run it in the host's long-lived control shell instead of
+    /// starting a session (and a login shell) for it. Users' commands never are.
+    pub internal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +57,12 @@ impl Cmd {
             program: CmdProgram::Script(script.into()),
             ..Cmd::default()
         }
+    }
+
+    /// Mark as [`Cmd::internal`].
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
+        self
     }
 
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {

@@ -127,31 +127,78 @@ pub fn parse_stat(stdout: &str) -> Result<Option<FileStat>, String> {
     }))
 }
 
-/// Replace `path` atomically in ONE round trip, the new content arriving on stdin:
-/// `mktemp` in the same directory (so `mv` is a rename), owner/group/mode from
-/// `attrs` or else copied from the file being replaced (new files get the umask
-/// default), `sync`, `mv -f`. The temp file is removed on any failure or signal.
-pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
+/// Where the bytes of a [`write_script`] come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// The command's stdin (any bytes, any size).
+    Stdin,
+    /// Inside the script itself, for text without NUL bytes: needs no stdin, so it can
+    /// run in the host's control shell (see `connection::control`).
+    Inline(&'a str),
+}
+
+/// Whether `data` can travel inside a script as [`Content::Inline`]: UTF-8 without NUL
+/// bytes (a shell word cannot hold NUL) and not so large that the command line, quoted
+/// twice, gets unwieldy.
+pub fn inline_text(data: &[u8]) -> Option<&str> {
+    const MAX_INLINE: usize = 256 * 1024;
+    if data.len() > MAX_INLINE || data.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(data).ok()
+}
+
+/// Replace `path` atomically in ONE round trip: a new temp file in the same directory
+/// (so `mv` is a rename), owner/group/mode from `attrs` or else copied from the file
+/// being replaced (new files get the umask default), `sync`, `mv -f`, `sync` of the
+/// directory. The temp file is removed on any failure or signal.
+///
+/// Every program started here costs the host a fork and exec on every changed file,
+/// so the shell's builtins do what they can: the temp file is created exclusively by
+/// the shell (`set -C`) under a random name, and a mode without x or special bits is
+/// given at creation through the umask instead of a `chmod`.
+pub fn write_script(path: &str, attrs: &FileAttrs, content: Content<'_>) -> String {
     let dir = match path.rfind('/') {
         Some(0) => "/",
         Some(i) => &path[..i],
         None => ".",
     };
-    let mut s = format!(
-        "set -e\n\
-         p={p}\n\
-         if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"troupe: $p is a directory\" >&2; exit 1; fi\n\
-         t=$(mktemp {d}.troupe-tmp.XXXXXXXX)\n\
-         trap 'rm -f -- \"$t\"' EXIT\n\
-         trap 'exit 1' HUP INT TERM PIPE\n\
-         cat > \"$t\"\n",
-        p = quote(path),
-        d = if dir == "/" {
+    let tmp = format!(
+        "{}.troupe-tmp.{:016x}",
+        if dir == "/" {
             "/".to_string()
         } else {
-            format!("{}/", quote(dir))
+            format!("{dir}/")
         },
+        rand::random::<u64>()
     );
+    let mut s = format!(
+        "p={p}\n\
+         set -e\n\
+         if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"troupe: $p is a directory\" >&2; exit 1; fi\n\
+         t={t}\n",
+        p = quote(path),
+        t = quote(&tmp),
+    );
+    // The mode at creation: exact when the umask can express it, else private until
+    // the `chmod` below.
+    let umask_gives_mode = matches!(attrs.mode, Some(m) if m & !0o666 == 0);
+    match attrs.mode {
+        Some(m) if umask_gives_mode => s.push_str(&format!("umask {:03o}\n", 0o777 & !m)),
+        Some(_) => s.push_str("umask 077\n"),
+        None => s.push_str("if [ -e \"$p\" ]; then umask 077; fi\n"),
+    }
+    s.push_str(
+        "set -C\n\
+         : > \"$t\"\n\
+         set +C\n\
+         trap 'rm -f -- \"$t\"' EXIT\n\
+         trap 'exit 1' HUP INT TERM PIPE\n",
+    );
+    match content {
+        Content::Stdin => s.push_str("cat > \"$t\"\n"),
+        Content::Inline(text) => s.push_str(&format!("printf '%s' {} > \"$t\"\n", quote(text))),
+    }
     // Whatever `attrs` leaves open comes from the file being replaced.
     if attrs.owner.is_none() || attrs.group.is_none() {
         s.push_str("if [ -e \"$p\" ]; then chown --reference=\"$p\" -- \"$t\"; fi\n");
@@ -164,11 +211,9 @@ pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
     }
     // chmod after chown: chown clears setuid/setgid bits.
     match attrs.mode {
+        Some(_) if umask_gives_mode => {}
         Some(mode) => s.push_str(&format!("chmod {mode:o} \"$t\"\n")),
-        None => s.push_str(
-            "if [ -e \"$p\" ]; then chmod --reference=\"$p\" -- \"$t\"; \
-             else chmod \"$(printf '%o' $(( 0666 & ~$(umask) )))\" \"$t\"; fi\n",
-        ),
+        None => s.push_str("if [ -e \"$p\" ]; then chmod --reference=\"$p\" -- \"$t\"; fi\n"),
     }
     s.push_str(
         "sync -- \"$t\" 2>/dev/null || sync\n\
@@ -177,6 +222,48 @@ pub fn write_script(path: &str, attrs: &FileAttrs) -> String {
     );
     s.push_str(&format!("sync -- {} 2>/dev/null || true\n", quote(dir)));
     s
+}
+
+/// The text sent to the host's control shell to run `cmd` and then report, framed by
+/// `nonce`: the command's exit status on stdout and an end mark on stderr, each on a
+/// line of its own after a newline of ours (so output without a final newline is kept
+/// exactly). The command runs in a subshell with stdin from `/dev/null`, so `exit`,
+/// `cd`, `umask` or a reader of stdin cannot touch the control shell; a script goes
+/// through `eval` of one quoted word, so even a syntax error in it stays inside.
+pub fn control_request(cmd: &Cmd, nonce: &str) -> String {
+    let mut body = String::new();
+    if let Some(dir) = &cmd.cwd {
+        body.push_str(&format!("cd {} || exit 1; ", quote(dir)));
+    }
+    for (k, v) in &cmd.env {
+        body.push_str(&format!("export {}; ", quote(&format!("{k}={v}"))));
+    }
+    match &cmd.program {
+        CmdProgram::Argv(argv) => body.push_str(&format!("exec {}", quote_argv(argv))),
+        CmdProgram::Script(script) => body.push_str(&format!("eval {}", quote(script))),
+    }
+    format!("( {body}\n) </dev/null; r=$?; printf '\\n{nonce} %d\\n' \"$r\"; printf '\\n{nonce}\\n' >&2\n")
+}
+
+/// The end of a control request's answer in `stdout`: the command's own output
+/// length and its exit status, once the status line has arrived.
+pub fn control_status(stdout: &[u8], nonce: &str) -> Option<(usize, i32)> {
+    let mark = format!("\n{nonce} ");
+    let at = find(stdout, mark.as_bytes())?;
+    let rest = &stdout[at + mark.len()..];
+    let eol = rest.iter().position(|b| *b == b'\n')?;
+    let code = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
+    Some((at, code))
+}
+
+/// Where the end mark of a control request's answer starts in `stderr`, once it has
+/// arrived.
+pub fn control_stderr_end(stderr: &[u8], nonce: &str) -> Option<usize> {
+    find(stderr, format!("\n{nonce}\n").as_bytes())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -250,15 +337,16 @@ mod tests {
     #[test]
     fn write_script_quotes_and_orders_chown_before_chmod() {
         let attrs = FileAttrs {
-            mode: Some(0o600),
+            mode: Some(0o4755),
             owner: Some("etcd".into()),
             group: Some("my grp".into()),
         };
-        let s = write_script("/etc/kubernetes/a b.yaml", &attrs);
+        let s = write_script("/etc/kubernetes/a b.yaml", &attrs, Content::Stdin);
         assert!(s.contains("p='/etc/kubernetes/a b.yaml'"), "{s}");
-        assert!(s.contains("mktemp /etc/kubernetes/.troupe-tmp.XXXXXXXX"), "{s}");
+        assert!(s.contains("t=/etc/kubernetes/.troupe-tmp."), "{s}");
         assert!(s.contains("chown -- 'etcd:my grp' \"$t\""), "{s}");
-        assert!(s.find("chown --").unwrap() < s.find("chmod 600").unwrap(), "{s}");
+        assert!(s.find("chown --").unwrap() < s.find("chmod 4755").unwrap(), "{s}");
+        assert!(s.contains("umask 077\n"), "private until the chmod\n{s}");
         assert!(
             !s.contains("--reference"),
             "owner, group and mode all given: nothing to copy\n{s}"
@@ -269,14 +357,74 @@ mod tests {
                 owner: Some("etcd".into()),
                 ..FileAttrs::default()
             },
+            Content::Stdin,
         );
         assert!(
             keep.contains("chown --reference") && keep.contains("chmod --reference"),
             "{keep}"
         );
-        // The cleanup trap is dropped after the rename: no `rm` after a good write.
+        // The cleanup trap is set once the temp file is ours, dropped after the
+        // rename: no `rm` after a good write, never an `rm` of somebody else's file.
+        assert!(s.find("trap 'rm").unwrap() > s.find("set +C").unwrap(), "{s}");
         assert!(s.find("trap - EXIT").unwrap() > s.find("mv -f").unwrap(), "{s}");
-        assert!(write_script("/x", &FileAttrs::default()).contains("mktemp /.troupe-tmp"));
-        assert!(write_script("x", &FileAttrs::default()).contains("mktemp ./.troupe-tmp"));
+        assert!(write_script("/x", &FileAttrs::default(), Content::Stdin).contains("t=/.troupe-tmp."));
+        assert!(write_script("x", &FileAttrs::default(), Content::Stdin).contains("t=./.troupe-tmp."));
+    }
+
+    #[test]
+    fn write_script_gives_plain_modes_through_the_umask() {
+        let attrs = FileAttrs {
+            mode: Some(0o640),
+            ..FileAttrs::default()
+        };
+        let s = write_script("/etc/a", &attrs, Content::Inline("it's\n"));
+        assert!(s.contains("umask 137\n"), "{s}");
+        assert!(!s.contains("chmod"), "{s}");
+        assert!(s.contains(r"printf '%s' 'it'\''s"), "{s}");
+        assert!(!s.contains("cat >"), "{s}");
+        assert!(!s.contains("mktemp"), "{s}");
+        // Two scripts never share a temp name.
+        assert_ne!(
+            write_script("/etc/a", &attrs, Content::Stdin),
+            write_script("/etc/a", &attrs, Content::Stdin)
+        );
+    }
+
+    #[test]
+    fn inline_text_takes_only_small_text_without_nul() {
+        assert_eq!(inline_text(b"key = 1\n"), Some("key = 1\n"));
+        assert_eq!(inline_text(b"a\0b"), None);
+        assert_eq!(inline_text(&[0xff, 0xfe]), None);
+        assert_eq!(inline_text(&vec![b'x'; 300 * 1024]), None);
+    }
+
+    #[test]
+    fn control_request_contains_the_command_and_frames_its_answer() {
+        let mut cmd = Cmd::script("echo 'hi'; exit 3");
+        cmd.cwd = Some("/tmp/a b".into());
+        cmd.env = vec![("A".into(), "1 2".into())];
+        let r = control_request(&cmd, "N0NCE");
+        assert!(
+            r.starts_with("( cd '/tmp/a b' || exit 1; export 'A=1 2'; eval "),
+            "{r}"
+        );
+        assert!(r.contains(") </dev/null; r=$?;"), "{r}");
+        assert!(r.ends_with("printf '\\nN0NCE\\n' >&2\n"), "{r}");
+        assert!(control_request(&Cmd::argv(["ls", "a b"]), "N").starts_with("( exec ls 'a b'\n)"));
+
+        assert_eq!(control_status(b"out\n\nN0NCE 3\n", "N0NCE"), Some((4, 3)));
+        assert_eq!(control_status(b"no newline\nN0NCE 0\n", "N0NCE"), Some((10, 0)));
+        assert_eq!(
+            control_status(b"\nN0NCE 3", "N0NCE"),
+            None,
+            "status line not complete"
+        );
+        assert_eq!(
+            control_status(b"N0NCE 3\n", "N0NCE"),
+            None,
+            "ours starts with a newline"
+        );
+        assert_eq!(control_stderr_end(b"err\nN0NCE\n", "N0NCE"), Some(3));
+        assert_eq!(control_stderr_end(b"err\nN0NCE", "N0NCE"), None);
     }
 }

@@ -21,12 +21,13 @@ use russh::keys::{HashAlg, PublicKey};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
+use super::control::{ControlError, ControlShell};
 use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
 use troupe_dsl::model::{ConnSettings, Host};
 
-/// Channels open at once on one connection. OpenSSH's default `MaxSessions` is 10;
-/// stay under it so a busy host never refuses a channel.
-const MAX_CHANNELS: usize = 8;
+/// Channels open at once on one connection, besides the control shell's. OpenSSH's
+/// default `MaxSessions` is 10; stay under it so a busy host never refuses a channel.
+const MAX_CHANNELS: usize = 7;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to authenticate.
@@ -170,6 +171,15 @@ pub struct SshConnection {
     _jump: Option<Client>,
     command_timeout: Option<Duration>,
     channels: Semaphore,
+    control: tokio::sync::Mutex<Control>,
+}
+
+/// The connection's control shell (see [`super::control`]), started on first use.
+enum Control {
+    NotStarted,
+    Running(ControlShell),
+    /// It could not start here (no POSIX `sh`?): sessions only from now on.
+    Off,
 }
 
 impl std::fmt::Debug for SshConnection {
@@ -206,6 +216,7 @@ impl SshConnection {
             _jump: jump,
             command_timeout: opts.command_timeout,
             channels: Semaphore::new(MAX_CHANNELS),
+            control: tokio::sync::Mutex::new(Control::NotStarted),
         })
     }
 
@@ -362,6 +373,57 @@ async fn until<T>(
 }
 
 impl SshConnection {
+    /// Run `cmd` in the control shell when it is free; `None` when it is busy or
+    /// this host has none.
+    async fn try_control(&self, cmd: &Cmd) -> Option<Result<Output, ConnError>> {
+        let mut control = self.control.try_lock().ok()?;
+        self.run_in_control(&mut control, cmd).await
+    }
+
+    /// Run `cmd` in the control shell, starting it if needed; `None` when this host
+    /// has none (the caller uses a session). A shell that failed or timed out is
+    /// closed, and the next request starts a new one.
+    async fn run_in_control(&self, control: &mut Control, cmd: &Cmd) -> Option<Result<Output, ConnError>> {
+        let timeout = cmd.timeout.or(self.command_timeout);
+        if matches!(control, Control::NotStarted) {
+            let start = timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+            *control = match ControlShell::start(&self.client, start).await {
+                Ok(shell) => Control::Running(shell),
+                Err(e) => {
+                    tracing::debug!("{}: no control shell ({e:?}); one session per command", self.host);
+                    Control::Off
+                }
+            };
+        }
+        let Control::Running(shell) = control else {
+            return None;
+        };
+        let answer = shell.run(cmd, timeout).await;
+        if answer.is_err() {
+            if let Control::Running(shell) = std::mem::replace(control, Control::NotStarted) {
+                shell.close().await;
+            }
+        }
+        Some(answer.map_err(|e| {
+            match e {
+                // The first line only: a write carries the file's content further down.
+                ControlError::Timeout => ConnError::Timeout {
+                    host: self.host.clone(),
+                    after: timeout.unwrap_or_default(),
+                    command: cmd
+                        .to_shell_line()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(160)
+                        .collect(),
+                },
+                ControlError::Broken(detail) => self.lost(detail),
+            }
+        }))
+    }
+
     /// TERM a timed-out command's process group (best effort, bounded).
     async fn kill_remote(&self, pid: u32) {
         let line = format!("kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; true");
@@ -642,6 +704,13 @@ impl Connection for SshConnection {
     }
 
     async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
+        // troupe's own operations go to the control shell when it is free; a second
+        // one at the same time takes a session rather than wait.
+        if cmd.internal && cmd.stdin.is_none() {
+            if let Some(answer) = self.try_control(cmd).await {
+                return answer;
+            }
+        }
         self.run(
             cmd.to_shell_line(),
             cmd.stdin.clone(),
@@ -651,7 +720,9 @@ impl Connection for SshConnection {
     }
 
     async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
-        let out = self.exec(&Cmd::script(shell::read_script(path))).await?;
+        let out = self
+            .exec(&Cmd::script(shell::read_script(path)).internal())
+            .await?;
         if out.success() {
             Ok(Some(out.stdout))
         } else if shell::read_was_absent(out.exit_code, &out.stderr) {
@@ -665,7 +736,9 @@ impl Connection for SshConnection {
     }
 
     async fn stat(&self, path: &str) -> Result<Option<FileStat>, ConnError> {
-        let out = self.exec(&Cmd::script(shell::stat_script(path))).await?;
+        let out = self
+            .exec(&Cmd::script(shell::stat_script(path)).internal())
+            .await?;
         if !out.success() {
             return Err(ConnError::Io {
                 host: self.host.clone(),
@@ -679,9 +752,28 @@ impl Connection for SshConnection {
     }
 
     async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
-        let out = self
-            .exec(&Cmd::script(shell::write_script(path, attrs)).stdin(contents.to_vec()))
-            .await?;
+        // Text travels inside the script to the control shell, through its stdin. A
+        // session gets it on its own stdin, never on a command line (which `ps` shows
+        // every user of the host).
+        let inline = match shell::inline_text(contents) {
+            Some(text) => {
+                let cmd =
+                    Cmd::script(shell::write_script(path, attrs, shell::Content::Inline(text))).internal();
+                self.try_control(&cmd).await
+            }
+            None => None,
+        };
+        let out = match inline {
+            Some(answer) => answer?,
+            None => {
+                self.run(
+                    Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin)).to_shell_line(),
+                    Some(contents.to_vec()),
+                    self.command_timeout,
+                )
+                .await?
+            }
+        };
         if out.success() {
             Ok(())
         } else {
@@ -700,7 +792,7 @@ impl Connection for SshConnection {
             h => match h.trim_start_matches('[').trim_end_matches(']').parse() {
                 Ok(ip) => ip,
                 Err(_) => {
-                    let out = self.exec(&Cmd::argv(["getent", "ahosts", h])).await?;
+                    let out = self.exec(&Cmd::argv(["getent", "ahosts", h]).internal()).await?;
                     out.stdout_str()
                         .split_whitespace()
                         .next()

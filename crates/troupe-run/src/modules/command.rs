@@ -140,6 +140,9 @@ pub(crate) async fn apply_run(spec: &RunSpec, cx: &TaskCx<'_>) -> Result<Outcome
         env: spec.env.clone(),
         cwd: spec.chdir.clone(),
         timeout: None,
+        // A user's command gets a session of its own: its login shell, its stdin,
+        // whatever it leaves running.
+        internal: false,
     };
     let out = cx.conn.exec(&cmd).await?;
     let stdout = out.stdout_str();

@@ -239,7 +239,7 @@ pub(crate) async fn apply_put(dest: &DestSpec, plan: PutPlan, cx: &TaskCx<'_>) -
 }
 
 async fn run_ok(cx: &TaskCx<'_>, line: String, what: &str) -> Result<(), TaskError> {
-    let out = cx.conn.exec(&Cmd::script(line)).await?;
+    let out = cx.conn.exec(&Cmd::script(line).internal()).await?;
     if out.success() {
         Ok(())
     } else {

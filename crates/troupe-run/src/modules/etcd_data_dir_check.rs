@@ -141,7 +141,7 @@ impl Module for EtcdDataDirCheck {
     async fn apply(&self, spec: &DirSpec, target: String, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
         let out = cx
             .conn
-            .exec(&Cmd::argv(["mv", "--", spec.dir.as_str(), target.as_str()]))
+            .exec(&Cmd::argv(["mv", "--", spec.dir.as_str(), target.as_str()]).internal())
             .await?;
         let moved_to = if out.success() {
             target
@@ -157,7 +157,7 @@ impl Module for EtcdDataDirCheck {
             let member = format!("{}/member", spec.dir);
             let second = cx
                 .conn
-                .exec(&Cmd::argv(["mv", "--", member.as_str(), inner.as_str()]))
+                .exec(&Cmd::argv(["mv", "--", member.as_str(), inner.as_str()]).internal())
                 .await?;
             if !second.success() {
                 return Err(TaskError::failed(format!(

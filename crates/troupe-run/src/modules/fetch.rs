@@ -145,7 +145,7 @@ impl Module for Fetch {
             if !parent.is_empty() {
                 let out = cx
                     .controller
-                    .exec(&Cmd::argv(["mkdir", "-p", "--", parent]))
+                    .exec(&Cmd::argv(["mkdir", "-p", "--", parent]).internal())
                     .await?;
                 if !out.success() {
                     return Err(TaskError::failed(format!(

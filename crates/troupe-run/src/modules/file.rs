@@ -112,7 +112,7 @@ impl Module for File {
 
     async fn apply(&self, spec: &FileSpec, steps: Vec<Step>, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
         let line = script(spec, &steps);
-        let out = cx.conn.exec(&Cmd::script(line)).await?;
+        let out = cx.conn.exec(&Cmd::script(line).internal()).await?;
         if !out.success() {
             return Err(TaskError::failed(format!(
                 "could not change {}: {}",
@@ -255,10 +255,20 @@ fn owner_spec(spec: &FileSpec, stat: Option<&FileStat>) -> Option<String> {
 /// The whole change as one command line for `sh -c`.
 pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
     let p = spec.path.as_str();
+    // A new directory gets its mode from `mkdir -m`: one program less on the host.
+    let (mkdir_mode, steps): (Option<u32>, Vec<&Step>) = match steps {
+        [Step::Mkdir, Step::Chmod(mode), rest @ ..] => {
+            (Some(*mode), std::iter::once(&Step::Mkdir).chain(rest).collect())
+        }
+        _ => (None, steps.iter().collect()),
+    };
     let parts: Vec<String> = steps
-        .iter()
+        .into_iter()
         .map(|step| match step {
-            Step::Mkdir => quote_argv(&["mkdir", "-p", "--", p]),
+            Step::Mkdir => match mkdir_mode {
+                Some(mode) => quote_argv(&["mkdir", "-p", "-m", &format!("{mode:04o}"), "--", p]),
+                None => quote_argv(&["mkdir", "-p", "--", p]),
+            },
             Step::Touch => quote_argv(&["touch", "--", p]),
             Step::Remove => quote_argv(&["rm", "-rf", "--", p]),
             Step::Link { replace } => {
@@ -295,7 +305,7 @@ mod tests {
         assert!(out.changed);
         assert_eq!(
             host.commands(),
-            ["sh -c 'mkdir -p -- '\\''/srv/a b'\\'' && chmod 0700 -- '\\''/srv/a b'\\'''"]
+            ["sh -c 'mkdir -p -m 0700 -- '\\''/srv/a b'\\'''"]
         );
     }
 

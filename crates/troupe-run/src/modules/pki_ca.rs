@@ -352,7 +352,7 @@ impl Module for PkiCa {
         let now = OffsetDateTime::now_utc();
         let out = cx
             .controller
-            .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dir.as_str()]))
+            .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dir.as_str()]).internal())
             .await?;
         if !out.success() {
             return Err(TaskError::failed(format!(

@@ -412,7 +412,7 @@ async fn host_key_matches(
         KeyLocation::Host => {
             let out = cx
                 .conn
-                .exec(&Cmd::argv(["openssl", "pkey", "-in", path.as_str(), "-pubout"]))
+                .exec(&Cmd::argv(["openssl", "pkey", "-in", path.as_str(), "-pubout"]).internal())
                 .await?;
             if out.exit_code == 127 {
                 return Err(no_openssl(cx.conn.host()));
@@ -747,7 +747,7 @@ impl Module for PkiCert {
                     genpkey = genpkey.join(" "),
                     subj = quote(&openssl_subj(&req.subject)),
                 );
-                let out = cx.conn.exec(&Cmd::script(script)).await?;
+                let out = cx.conn.exec(&Cmd::script(script).internal()).await?;
                 if out.exit_code == 127 {
                     return Err(no_openssl(&host));
                 }
@@ -775,7 +775,10 @@ impl Module for PkiCert {
                 let cert = match signed {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = cx.conn.exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()])).await;
+                        let _ = cx
+                            .conn
+                            .exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()]).internal())
+                            .await;
                         return Err(task_err(e));
                     }
                 };
@@ -788,10 +791,13 @@ impl Module for PkiCert {
                     let who = who.trim_end_matches(':').to_string();
                     let out = cx
                         .conn
-                        .exec(&Cmd::argv(["chown", who.as_str(), "--", tmp.as_str()]))
+                        .exec(&Cmd::argv(["chown", who.as_str(), "--", tmp.as_str()]).internal())
                         .await?;
                     if !out.success() {
-                        let _ = cx.conn.exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()])).await;
+                        let _ = cx
+                            .conn
+                            .exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()]).internal())
+                            .await;
                         return Err(TaskError::failed(format!(
                             "chown {who} {} on {host}: {}",
                             spec.paths.key,
@@ -812,7 +818,10 @@ impl Module for PkiCert {
                     ]))
                     .await?;
                 if !mv.success() {
-                    let _ = cx.conn.exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()])).await;
+                    let _ = cx
+                        .conn
+                        .exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()]).internal())
+                        .await;
                     return Err(TaskError::failed(format!(
                         "installing {} on {host}: {}",
                         spec.paths.key,
@@ -824,7 +833,7 @@ impl Module for PkiCert {
             KeyLocation::Controller => {
                 let mkdir = cx
                     .conn
-                    .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dest.as_str()]))
+                    .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dest.as_str()]).internal())
                     .await?;
                 if !mkdir.success() {
                     return Err(TaskError::failed(format!(
@@ -879,7 +888,7 @@ async fn fix_attrs(
         let mode = format!("{:04o}", fix.mode);
         let out = cx
             .conn
-            .exec(&Cmd::argv(["chmod", mode.as_str(), "--", fix.path.as_str()]))
+            .exec(&Cmd::argv(["chmod", mode.as_str(), "--", fix.path.as_str()]).internal())
             .await?;
         if !out.success() {
             return Err(TaskError::failed(format!(
@@ -897,7 +906,7 @@ async fn fix_attrs(
             };
             let out = cx
                 .conn
-                .exec(&Cmd::argv(["chown", who.as_str(), "--", fix.path.as_str()]))
+                .exec(&Cmd::argv(["chown", who.as_str(), "--", fix.path.as_str()]).internal())
                 .await?;
             if !out.success() {
                 return Err(TaskError::failed(format!(

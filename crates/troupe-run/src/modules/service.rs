@@ -340,7 +340,7 @@ fn describe(actions: &[Action], name: &str) -> String {
 }
 
 async fn probe(spec: &ServiceSpec, cx: &TaskCx<'_>) -> Result<Observed, TaskError> {
-    let out = cx.conn.exec(&Cmd::script(probe_script(spec))).await?;
+    let out = cx.conn.exec(&Cmd::script(probe_script(spec)).internal()).await?;
     if !out.success() {
         return Err(TaskError::failed(format!(
             "cannot read the state of {}: {}",
