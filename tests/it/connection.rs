@@ -183,7 +183,11 @@ async fn internal_commands_share_one_control_shell_and_keep_session_semantics() 
         .await
         .unwrap();
     assert_eq!(
-        (out.exit_code, out.stdout_str().as_str(), out.stderr_str().as_str()),
+        (
+            out.exit_code,
+            out.stdout_str().as_str(),
+            out.stderr_str().as_str()
+        ),
         (3, "no newline", "err")
     );
     // Nothing a request does leaks into the next: not `cd`, not a variable, not an
@@ -200,10 +204,7 @@ async fn internal_commands_share_one_control_shell_and_keep_session_semantics() 
     let mut argv = Cmd::argv(["printf", "%s|", "a b", "it's", "$HOME"]).internal();
     argv.cwd = Some("/tmp".into());
     argv.env = vec![("K".into(), "v w".into())];
-    assert_eq!(
-        conn.exec(&argv).await.unwrap().stdout_str(),
-        "a b|it's|$HOME|"
-    );
+    assert_eq!(conn.exec(&argv).await.unwrap().stdout_str(), "a b|it's|$HOME|");
 
     // Many at once: the shell takes one, the others get sessions; all answer right.
     let handles: Vec<_> = (0..12)
@@ -227,7 +228,10 @@ async fn internal_commands_share_one_control_shell_and_keep_session_semantics() 
         other => panic!("expected a timeout, got {other:?}"),
     }
     let next = pid(conn.exec(&internal("echo $$")).await.unwrap());
-    assert!(!next.is_empty() && next != first, "a new control shell: {next} vs {first}");
+    assert!(
+        !next.is_empty() && next != first,
+        "a new control shell: {next} vs {first}"
+    );
     assert_eq!(pid(conn.exec(&internal("echo $$")).await.unwrap()), next);
 }
 
