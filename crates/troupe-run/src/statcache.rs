@@ -2,7 +2,8 @@
 //! `creates`...), and on a warm run those stats are nearly the whole cost, one round
 //! trip per task per host. Before a batch runs, the scheduler works out the paths each
 //! task will stat on a host (rendering the arguments with what is known then) and
-//! [`CachedConn`] fetches them all in ONE round trip. A cached answer is only used
+//! [`CachedConn`] fetches them all in ONE round trip, which starts at most one `stat`
+//! and one `sha256sum` on the host however many paths it asks about. A cached answer is only used
 //! until something may have changed the host: the executor invalidates the cache
 //! before every `apply`, and the next stat miss refills it, in one round trip again,
 //! with the paths of the tasks still to come. So a run costs about one round trip per
@@ -14,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::connection::shell::{parse_stat, stat_script};
-use crate::connection::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel};
+use crate::connection::shell::{kind_of, quote};
+use crate::connection::{Cmd, ConnError, Connection, FileAttrs, FileKind, FileStat, Output, Tunnel};
 
 /// The arguments of the built-in modules that name a path their `check` stats.
 pub fn stat_args(module: &str) -> &'static [&'static str] {
@@ -28,66 +29,150 @@ pub fn stat_args(module: &str) -> &'static [&'static str] {
     }
 }
 
-const MARK: &str = "@@troupe-stat@@";
-const FAILED: &str = "@@troupe-stat-failed@@";
+const ABSENT: &str = "@@troupe-absent@@";
+const STATS: &str = "@@troupe-stat@@";
+const LINKS: &str = "@@troupe-link@@";
+const SHAS: &str = "@@troupe-sha@@";
+const END: &str = "@@troupe-end@@";
 /// Paths per round trip, to keep command lines reasonable.
 const MAX_BATCH: usize = 256;
 
-/// One `sh -c` script printing [`stat_script`]'s answer for every path, each after a
-/// marker line; a path whose stat fails prints a failure marker instead of an answer.
+/// One script answering for every (absolute) path with at most ONE `stat` and ONE
+/// `sha256sum` whatever the number of paths (and neither when nothing is there, as on
+/// a first run): the shell's own tests find the absent paths, the links and the
+/// regular files. Every record ends with a NUL (which no path holds),
+/// in sections opened by marker records; [`parse_batch`] reads it. A path the
+/// sections do not account for (its `stat` failed) gets no batched answer: the real
+/// `stat` then reports why.
 pub fn batch_script(paths: &[String]) -> String {
-    let mut s = String::new();
-    for p in paths {
-        s.push_str(&format!(
-            "echo '{MARK}'\n( {} ) || echo '{FAILED}'\n",
-            stat_script(p)
-        ));
-    }
-    s
+    let list: Vec<String> = paths.iter().map(|p| quote(p)).collect();
+    format!(
+        "set -- {list}\n\
+         printf '%s\\0' '{ABSENT}'\n\
+         for p do shift; if [ -e \"$p\" ] || [ -L \"$p\" ]; then set -- \"$@\" \"$p\"; else printf '%s\\0' \"$p\"; fi; done\n\
+         printf '%s\\0' '{STATS}'\n\
+         if [ $# -gt 0 ]; then stat --printf '%f\\001%U\\001%G\\001%s\\001%n\\000' -- \"$@\" 2>/dev/null; fi\n\
+         printf '%s\\0' '{LINKS}'\n\
+         for p do if [ -L \"$p\" ]; then printf '%s\\001' \"$p\"; readlink -- \"$p\"; printf '\\0'; fi; done\n\
+         printf '%s\\0' '{SHAS}'\n\
+         for p do shift; if [ -f \"$p\" ] && [ ! -L \"$p\" ] && [ -r \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done\n\
+         if [ $# -gt 0 ]; then sha256sum -z -- \"$@\" 2>/dev/null; fi\n\
+         printf '%s\\0' '{END}'\n",
+        list = list.join(" "),
+    )
 }
 
-/// Parse [`batch_script`]'s output: `None` for a path whose answer is unusable (its
-/// stat failed: the real `stat` will report why).
-pub fn parse_batch(out: &str, n: usize) -> Result<Vec<Option<Option<FileStat>>>, String> {
-    let sep = format!("{MARK}\n");
-    let mut chunks = out.split(&sep);
-    if chunks.next() != Some("") {
-        return Err("batch stat output does not start with a marker".into());
+/// Parse [`batch_script`]'s output, one answer per path in order: `Some(None)` absent,
+/// `Some(Some(stat))` present, `None` when the batch cannot tell (its stat failed).
+pub fn parse_batch(out: &[u8], paths: &[String]) -> Result<Vec<Option<Option<FileStat>>>, String> {
+    let text = std::str::from_utf8(out).map_err(|_| "batch stat output is not UTF-8".to_string())?;
+    let mut records = text.split('\0');
+    if !until(&mut records, ABSENT)?.is_empty() {
+        return Err("batch stat output does not start with its marker".into());
     }
-    let answers: Vec<Option<Option<FileStat>>> = chunks
-        .map(|c| {
-            if c.contains(FAILED) {
+    let absent = until(&mut records, STATS)?;
+    let stats = until(&mut records, LINKS)?;
+    let links = until(&mut records, SHAS)?;
+    let shas = until(&mut records, END)?;
+
+    let mut answers: HashMap<&str, Option<FileStat>> = HashMap::new();
+    for p in absent {
+        answers.insert(p, None);
+    }
+    for r in stats {
+        let f: Vec<&str> = r.splitn(5, '\u{1}').collect();
+        let [raw, owner, group, size, name] = f.as_slice() else {
+            return Err(format!("unexpected batch stat record {r:?}"));
+        };
+        let raw = u32::from_str_radix(raw, 16).map_err(|_| format!("bad raw mode {raw:?} in batch stat"))?;
+        let size = size
+            .parse::<u64>()
+            .map_err(|_| format!("bad size {size:?} in batch stat"))?;
+        answers.insert(
+            name,
+            Some(FileStat {
+                kind: kind_of(raw),
+                mode: raw & 0o7777,
+                owner: owner.to_string(),
+                group: group.to_string(),
+                size,
+                sha256: None,
+                link_target: None,
+            }),
+        );
+    }
+    let mut unusable: Vec<&str> = Vec::new();
+    for p in paths {
+        let Some(Some(st)) = answers.get_mut(p.as_str()) else {
+            continue;
+        };
+        match st.kind {
+            FileKind::Symlink => {
+                let prefix = format!("{p}\u{1}");
+                match links.iter().find_map(|r| r.strip_prefix(prefix.as_str())) {
+                    Some(target) => {
+                        st.link_target = Some(target.strip_suffix('\n').unwrap_or(target).to_string())
+                    }
+                    None => unusable.push(p),
+                }
+            }
+            FileKind::File => {
+                // `HEX  NAME`; an unreadable file has no hash, as with a single stat.
+                st.sha256 = shas.iter().find_map(|r| {
+                    let (hex, name) = r.split_at_checked(64)?;
+                    (name.strip_prefix("  ") == Some(p.as_str())
+                        && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .then(|| hex.to_string())
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(paths
+        .iter()
+        .map(|p| {
+            if unusable.contains(&p.as_str()) {
                 None
             } else {
-                parse_stat(c).ok()
+                answers.get(p.as_str()).cloned()
             }
         })
-        .collect();
-    if answers.len() != n {
-        return Err(format!("batch stat answered {} of {n} paths", answers.len()));
-    }
-    Ok(answers)
+        .collect())
 }
 
-/// Stat many paths in one round trip.
+/// The records up to the marker `close` (which is consumed).
+fn until<'a>(records: &mut std::str::Split<'a, char>, close: &str) -> Result<Vec<&'a str>, String> {
+    let mut got = Vec::new();
+    loop {
+        match records.next() {
+            Some(r) if r == close => return Ok(got),
+            Some(r) => got.push(r),
+            None => return Err(format!("batch stat output ends before {close}")),
+        }
+    }
+}
+
+/// Stat many paths in one round trip per [`MAX_BATCH`]. Only absolute paths are
+/// batched (a relative one has no batched answer).
 pub async fn stat_many(
     conn: &dyn Connection,
     paths: &[String],
 ) -> Result<Vec<Option<Option<FileStat>>>, ConnError> {
-    let mut all = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(MAX_BATCH) {
+    let absolute: Vec<String> = paths.iter().filter(|p| p.starts_with('/')).cloned().collect();
+    let mut known: HashMap<String, Option<FileStat>> = HashMap::new();
+    for chunk in absolute.chunks(MAX_BATCH) {
         let out = conn.exec(&Cmd::script(batch_script(chunk)).internal()).await?;
-        match parse_batch(&out.stdout_str(), chunk.len()) {
-            Ok(answers) => all.extend(answers),
-            Err(detail) => {
-                return Err(ConnError::Io {
-                    host: conn.host().to_string(),
-                    detail,
-                });
+        let answers = parse_batch(&out.stdout, chunk).map_err(|detail| ConnError::Io {
+            host: conn.host().to_string(),
+            detail,
+        })?;
+        for (p, a) in chunk.iter().zip(answers) {
+            if let Some(a) = a {
+                known.insert(p.clone(), a);
             }
         }
     }
-    Ok(all)
+    Ok(paths.iter().map(|p| known.get(p).cloned()).collect())
 }
 
 struct State {
@@ -249,21 +334,73 @@ mod tests {
     async fn batch_answers_match_single_stats_on_a_real_shell() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap().to_string();
+        use std::os::unix::fs::PermissionsExt as _;
         std::fs::write(format!("{d}/file"), "hello\n").unwrap();
         std::fs::create_dir(format!("{d}/dir with space")).unwrap();
         std::os::unix::fs::symlink("file", format!("{d}/link")).unwrap();
-        let paths: Vec<String> = ["file", "dir with space", "link", "missing", "it's"]
-            .iter()
-            .map(|p| format!("{d}/{p}"))
-            .collect();
+        std::os::unix::fs::symlink("/no/where\nreally", format!("{d}/dangling")).unwrap();
+        std::fs::write(format!("{d}/line\nbreak  two"), "x").unwrap();
+        std::fs::write(format!("{d}/@@troupe-end@@"), "").unwrap();
+        std::fs::write(format!("{d}/setuid"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(format!("{d}/setuid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(format!("{d}/fifo"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let names = [
+            "file",
+            "dir with space",
+            "link",
+            "missing",
+            "it's",
+            "dangling",
+            "line\nbreak  two",
+            "@@troupe-end@@",
+            "setuid",
+            "fifo",
+            "missing/below",
+        ];
+        let paths: Vec<String> = names.iter().map(|p| format!("{d}/{p}")).collect();
         let conn = LocalConnection::new("localhost");
         let batch = stat_many(&conn, &paths).await.unwrap();
         for (p, answer) in paths.iter().zip(&batch) {
             let single = conn.stat(p).await.unwrap();
-            assert_eq!(answer.as_ref(), Some(&single), "{p}");
+            assert_eq!(answer.as_ref(), Some(&single), "{p:?}");
         }
-        assert_eq!(batch[0].as_ref().unwrap().as_ref().unwrap().kind, FileKind::File);
+        let kind = |i: usize| batch[i].as_ref().unwrap().as_ref().unwrap().kind;
+        assert_eq!(kind(0), FileKind::File);
+        assert!(batch[0].as_ref().unwrap().as_ref().unwrap().sha256.is_some());
         assert_eq!(batch[3], Some(None));
+        assert_eq!(kind(9), FileKind::Other);
+        // A relative path is not batched: it falls through to a real stat.
+        let rel = stat_many(&conn, &["file".to_string(), paths[0].clone()])
+            .await
+            .unwrap();
+        assert_eq!(rel[0], None);
+        assert_eq!(rel[1], batch[0]);
+    }
+
+    #[test]
+    fn a_batch_that_lost_a_path_gives_no_answer_for_it() {
+        let paths = vec!["/a".to_string(), "/l".to_string(), "/gone".to_string()];
+        // /a stats fine; /l is a link whose readlink record is missing; /gone is
+        // neither absent nor stat'ed (its stat failed): no answer, not "absent".
+        let out = "@@troupe-absent@@\0@@troupe-stat@@\0\
+                   81a4\u{1}root\u{1}root\u{1}3\u{1}/a\0\
+                   a1ff\u{1}root\u{1}root\u{1}1\u{1}/l\0\
+                   @@troupe-link@@\0@@troupe-sha@@\0@@troupe-end@@\0";
+        let got = parse_batch(out.as_bytes(), &paths).unwrap();
+        assert_eq!(got[0].as_ref().unwrap().as_ref().unwrap().size, 3);
+        assert_eq!(got[1], None);
+        assert_eq!(got[2], None);
+        assert!(
+            parse_batch(b"@@troupe-absent@@\0@@troupe-stat@@\0", &paths).is_err(),
+            "cut short"
+        );
+        assert!(parse_batch(b"garbage", &paths).is_err());
     }
 
     #[tokio::test]

@@ -98,12 +98,7 @@ pub fn parse_stat(stdout: &str) -> Result<Option<FileStat>, String> {
     let size = size
         .parse::<u64>()
         .map_err(|_| format!("bad size {size:?} in stat output"))?;
-    let kind = match raw & 0o170000 {
-        0o100000 => FileKind::File,
-        0o040000 => FileKind::Directory,
-        0o120000 => FileKind::Symlink,
-        _ => FileKind::Other,
-    };
+    let kind = kind_of(raw);
     let rest = lines.next().unwrap_or("");
     let mut sha256 = None;
     let mut link_target = None;
@@ -146,6 +141,16 @@ pub fn inline_text(data: &[u8]) -> Option<&str> {
         return None;
     }
     std::str::from_utf8(data).ok()
+}
+
+/// The kind of file a raw `st_mode` (as `stat -c %f` prints it) says.
+pub fn kind_of(raw: u32) -> FileKind {
+    match raw & 0o170000 {
+        0o100000 => FileKind::File,
+        0o040000 => FileKind::Directory,
+        0o120000 => FileKind::Symlink,
+        _ => FileKind::Other,
+    }
 }
 
 /// Replace `path` atomically in ONE round trip: a new temp file in the same directory
