@@ -5,7 +5,7 @@
 
 use troupe_tests::Lab;
 
-use crate::run_util::{Run, lab_inventory, playbook, run};
+use crate::run_util::{Run, lab_inventory, playbook, run, troupe};
 
 const PLAYBOOK: &str = r#"
 play "Secrets" hosts=all {
@@ -97,4 +97,57 @@ fn run_secret_vars_never_appear_in_any_output() {
             assert!(out.stdout.contains("denied for ********"), "{}", out.show());
         }
     }
+}
+
+#[test]
+fn render_masks_secret_vars_unless_asked_to_show_them() {
+    let lab = Lab::shared();
+    let pb = playbook(PLAYBOOK);
+    std::fs::create_dir_all(pb.dir.path().join("templates")).unwrap();
+    std::fs::write(
+        pb.dir.path().join("templates/token.conf.j2"),
+        "shown = {{ shown }}\ntoken = {{ etcd_token }}\napi = {{ api_key }}\n",
+    )
+    .unwrap();
+    let extra = pb.dir.path().join("secrets.kdl");
+    std::fs::write(&extra, "(secret)api_key \"key-from-a-file\"\n").unwrap();
+    let extra_arg = format!("@{}", extra.display());
+    let inv = lab_inventory(lab);
+    let render = |more: &[&str]| {
+        let mut args = vec![
+            "render",
+            pb.path.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--host",
+            "podc01",
+            "-e",
+            "dir=/srv/x",
+            "-e",
+            &extra_arg,
+        ];
+        args.extend_from_slice(more);
+        troupe(lab, &args)
+    };
+
+    let out = render(&[]);
+    assert_eq!(out.code, 0, "{}", out.show());
+    assert_hidden(&out, "render");
+    assert!(
+        out.stdout
+            .contains("shown = plainly-visible\ntoken = ********\napi = ********\n"),
+        "{}",
+        out.show()
+    );
+    assert!(out.stderr.contains("--show-secrets"), "{}", out.show());
+
+    let shown = render(&["--show-secrets"]);
+    assert_eq!(shown.code, 0, "{}", shown.show());
+    assert!(
+        shown
+            .stdout
+            .contains("token = tok-podc01-s3cr3t\napi = key-from-a-file\n"),
+        "{}",
+        shown.show()
+    );
 }

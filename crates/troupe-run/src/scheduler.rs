@@ -207,7 +207,7 @@ pub async fn run(
 /// Secret values known before any task runs: every host's inventory vars, play and
 /// task vars, role defaults and params, extra vars. Templated values are added once
 /// rendered, when a task resolves its vars ([`executor`]).
-fn seed_secrets(masker: &Masker, names: &IndexSet<String>, shared: &Shared, playbook: &Playbook) {
+pub(crate) fn seed_secrets(masker: &Masker, names: &IndexSet<String>, shared: &Shared, playbook: &Playbook) {
     if names.is_empty() {
         return;
     }

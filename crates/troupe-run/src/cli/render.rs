@@ -1,15 +1,21 @@
 //! `troupe render`: print what each `template` task would write on one host, without
 //! connecting to it, so an operator can read a node's manifest before touching it.
+//! Values of `(secret)` variables are masked as in `troupe run`'s output: a preview
+//! ends up in tickets and terminals' scrollback; `--show-secrets` is the deliberate
+//! exception.
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use indexmap::IndexSet;
 use serde_json::Value;
 use troupe_dsl::model::{Loop, Vars};
 
 use super::LoadArgs;
 use crate::executor::{lookup_host, search_dirs};
+use crate::report::mask::Masker;
 use crate::report::{ErrorInfo, show_loc};
+use crate::scheduler::seed_secrets;
 use crate::vars::{self, Shared};
 
 /// Print what each template task would write on a host, without connecting.
@@ -33,6 +39,10 @@ pub struct RenderArgs {
     /// Extra variables, as for `troupe run`.
     #[arg(short = 'e', long = "extra-vars", value_name = "VARS")]
     pub extra_vars: Vec<String>,
+
+    /// Print the values of `(secret)` variables instead of `********`.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 pub fn main(args: RenderArgs) -> ExitCode {
@@ -40,7 +50,7 @@ pub fn main(args: RenderArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let extra = match super::run::extra_vars(&args.extra_vars) {
+    let (extra, secret_vars) = match super::run::extra_vars_with_secrets(&args.extra_vars) {
         Ok(v) => v,
         Err(e) => return super::report(e),
     };
@@ -55,6 +65,18 @@ pub fn main(args: RenderArgs) -> ExitCode {
         ));
     };
     let shared = Shared::new(&inventory, extra, false);
+    let secret_names: IndexSet<String> = inventory
+        .secret_vars
+        .iter()
+        .chain(&playbook.secret_vars)
+        .chain(&secret_vars)
+        .cloned()
+        .collect();
+    let masker = Masker::new();
+    if !args.show_secrets {
+        seed_secrets(&masker, &secret_names, &shared, &playbook);
+    }
+    let mut masked = false;
     let mut stdout = std::io::stdout().lock();
     let mut rendered = 0;
     let mut errors = 0;
@@ -74,13 +96,14 @@ pub fn main(args: RenderArgs) -> ExitCode {
             }
             let dirs = search_dirs(play, task);
             let renderer = troupe_render::Renderer::new(dirs.iter().map(|d| d.join("templates")).collect());
+            let masker = &masker;
             let mut fail = |what: &dyn miette::Diagnostic| {
                 errors += 1;
                 eprintln!(
                     "error in task \"{}\" ({}):\n{}",
                     task.name,
                     show_loc(&task.loc),
-                    ErrorInfo::from_diagnostic(what).rendered
+                    masker.mask(&ErrorInfo::from_diagnostic(what).rendered)
                 );
             };
             let vars = vars::task_vars(&shared, &host, play, task, &registered, &play_hosts);
@@ -91,6 +114,14 @@ pub fn main(args: RenderArgs) -> ExitCode {
                     continue;
                 }
             };
+            if !args.show_secrets {
+                // Templated secrets are known once rendered, as in `troupe run`.
+                for name in &secret_names {
+                    if let Some(v) = vars.get(name) {
+                        masker.add_value(v);
+                    }
+                }
+            }
             let ctx = shared.context(vars);
             let items: Vec<Option<Value>> = match &task.loop_ {
                 None => vec![None],
@@ -149,13 +180,16 @@ pub fn main(args: RenderArgs) -> ExitCode {
                 match renderer.render_file(&src, &c) {
                     Ok(text) => {
                         rendered += 1;
-                        let _ = writeln!(
-                            stdout,
+                        let header = format!(
                             "==> {dest} on {} [task \"{}\", {}]{note}",
                             host.name,
                             task.name,
                             show_loc(&task.loc)
                         );
+                        let _ = writeln!(stdout, "{}", masker.mask(&header));
+                        let shown = masker.mask(&text);
+                        masked |= shown != text;
+                        let text = shown;
                         let _ = stdout.write_all(text.as_bytes());
                         if !text.ends_with('\n') {
                             let _ = writeln!(stdout);
@@ -167,6 +201,9 @@ pub fn main(args: RenderArgs) -> ExitCode {
         }
     }
     let _ = stdout.flush();
+    if masked {
+        eprintln!("note: values of (secret) variables are shown as ********; --show-secrets prints them");
+    }
     if errors > 0 {
         return ExitCode::from(1);
     }

@@ -77,12 +77,8 @@ pub struct RunArgs {
     pub output: OutputFormat,
 }
 
-/// Parse the `-e` values into one map, later ones winning.
-pub fn extra_vars(values: &[String]) -> Result<Vars, miette::Report> {
-    extra_vars_with_secrets(values).map(|(vars, _)| vars)
-}
-
-/// [`extra_vars`], with the names marked `(secret)` in `-e @file.kdl` files.
+/// Parse the `-e` values into one map, later ones winning, with the names marked
+/// `(secret)` in `-e @file.kdl` files.
 pub fn extra_vars_with_secrets(values: &[String]) -> Result<(Vars, IndexSet<String>), miette::Report> {
     let mut vars = Vars::new();
     let mut secrets = IndexSet::new();
@@ -188,10 +184,11 @@ mod tests {
 
     #[test]
     fn extra_vars_forms() {
-        let v = extra_vars(&["a=1".into(), r#"{"b": [1, 2]}"#.into(), "a=2".into()]).unwrap();
+        let (v, _) =
+            extra_vars_with_secrets(&["a=1".into(), r#"{"b": [1, 2]}"#.into(), "a=2".into()]).unwrap();
         assert_eq!(v["a"], "2");
         assert_eq!(v["b"], serde_json::json!([1, 2]));
-        assert!(extra_vars(&["no-equals".into()]).is_err());
-        assert!(extra_vars(&["bad-name=1".into()]).is_err());
+        assert!(extra_vars_with_secrets(&["no-equals".into()]).is_err());
+        assert!(extra_vars_with_secrets(&["bad-name=1".into()]).is_err());
     }
 }
