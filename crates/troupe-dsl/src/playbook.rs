@@ -552,25 +552,7 @@ impl<'a> Loader<'a> {
                     task.notify.push(v);
                 }
             }
-            "tags" => {
-                if let Some(v) = cx.string(e, &what) {
-                    for tag in v.split(',').map(str::trim) {
-                        if tag.is_empty() || tag.contains(char::is_whitespace) {
-                            cx.invalid(
-                                "tag",
-                                format!("`{tag}` is not a tag"),
-                                e.span(),
-                                Some(
-                                    "tags are words; give several as `tags \"a\" \"b\"` or tags=\"a,b\""
-                                        .into(),
-                                ),
-                            );
-                        } else if !task.tags.iter().any(|t| t == tag) {
-                            task.tags.push(tag.to_string());
-                        }
-                    }
-                }
-            }
+            "tags" => tags(cx, e, &mut task.tags),
             "ignore-errors" => task.ignore_errors = cx.bool(e, &what).unwrap_or(false),
             "no-log" => task.no_log = cx.bool(e, &what).unwrap_or(false),
             "run-once" => task.run_once = cx.bool(e, &what).unwrap_or(false),
@@ -651,15 +633,28 @@ impl<'a> Loader<'a> {
     fn include(&mut self, cx: &mut Cx, node: &KdlNode, role: Option<&Arc<RoleRef>>, state: &mut PlayState) {
         cx.extra_args(node, 1, "`include \"file.kdl\"` names one file");
         cx.no_children(node);
-        for e in node.entries().iter().filter(|e| e.name().is_some()) {
-            let name = e.name().map_or("", |n| n.value());
-            cx.unknown_prop("include", name, e.span(), &[]);
-        }
+        let gate = self.gate(cx, node, "include");
         let Some((rel, span)) = cx.name_arg(node, "a file name", "`include \"tasks/backup.kdl\"`") else {
             return;
         };
         let path = cx.file().dir().join(&rel);
+        let start = state.tasks.len();
         self.task_file(cx, &path, span, role, state, "included file");
+        gate.apply(&mut state.tasks[start..]);
+    }
+
+    /// The `when=` and `tags=` properties of a `role` or `include` node.
+    fn gate(&mut self, cx: &mut Cx, node: &KdlNode, kind: &str) -> Gate {
+        let mut gate = Gate::default();
+        for e in node.entries().iter() {
+            let Some(name) = e.name() else { continue };
+            match name.value() {
+                "when" => gate.when = self.expr(cx, "when", e),
+                "tags" => tags(cx, e, &mut gate.tags),
+                other => cx.unknown_prop(kind, other, e.span(), &["when", "tags"]),
+            }
+        }
+        gate
     }
 
     /// Reads a task file and decodes its `task`/`include`/`role` nodes into `state`.
@@ -739,10 +734,7 @@ impl<'a> Loader<'a> {
 
     fn role(&mut self, cx: &mut Cx, node: &KdlNode, state: &mut PlayState) {
         cx.extra_args(node, 1, "`role NAME { vars { .. } }`");
-        for e in node.entries().iter().filter(|e| e.name().is_some()) {
-            let name = e.name().map_or("", |n| n.value());
-            cx.unknown_prop("role", name, e.span(), &[]);
-        }
+        let gate = self.gate(cx, node, "role");
         let Some((name, span)) = cx.name_arg(node, "a role name", "`role etcd-node`") else {
             return;
         };
@@ -789,7 +781,9 @@ impl<'a> Loader<'a> {
             defaults: files.defaults.clone(),
             vars,
         });
+        let start = state.tasks.len();
         self.task_file(cx, &files.tasks, span, Some(&role), state, "role tasks");
+        gate.apply(&mut state.tasks[start..]);
         if let Some(h) = &files.handlers
             && state.role_handlers.insert(dir)
         {
@@ -859,6 +853,56 @@ impl<'a> Loader<'a> {
                 }
             }
         });
+    }
+}
+
+/// Tags from one value (`"a"` or `"a,b"`), added to `out` without repeats.
+fn tags(cx: &mut Cx, e: &KdlEntry, out: &mut Vec<String>) {
+    let Some(v) = cx.string(e, "`tags`") else {
+        return;
+    };
+    for tag in v.split(',').map(str::trim) {
+        if tag.is_empty() || tag.contains(char::is_whitespace) {
+            cx.invalid(
+                "tag",
+                format!("`{tag}` is not a tag"),
+                e.span(),
+                Some("tags are words; give several as `tags \"a\" \"b\"` or tags=\"a,b\"".into()),
+            );
+        } else if !out.iter().any(|t| t == tag) {
+            out.push(tag.to_string());
+        }
+    }
+}
+
+/// What a `role` or `include` node's `when=` and `tags=` put on every task it brings.
+#[derive(Default)]
+struct Gate {
+    when: Option<Expr>,
+    tags: Vec<String>,
+}
+
+impl Gate {
+    /// Apply to the tasks the node expanded to: its `when` joins each task's own (both
+    /// must hold, as Ansible does for a role's or an import's `when`), its tags add to
+    /// each task's.
+    fn apply(&self, tasks: &mut [Task]) {
+        for task in tasks {
+            if let Some(gate) = &self.when {
+                task.when = Some(match task.when.take() {
+                    Some(own) => Expr {
+                        src: format!("({}) and ({})", gate.src, own.src),
+                        loc: own.loc,
+                    },
+                    None => gate.clone(),
+                });
+            }
+            for tag in &self.tags {
+                if !task.tags.contains(tag) {
+                    task.tags.push(tag.clone());
+                }
+            }
+        }
     }
 }
 

@@ -185,6 +185,55 @@ fn playbook_keywords_decode() {
 }
 
 #[test]
+fn role_and_include_when_and_tags_apply_to_every_task_they_bring() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "roles/r/tasks.kdl",
+        "task \"plain\" { debug \"a\" }\ntask \"own\" when=\"x > 1\" tags=\"own,etcd\" { debug \"b\" }\n",
+    );
+    write("roles/r/handlers.kdl", "handler \"h\" { debug \"h\" }");
+    write("tasks/more.kdl", "task \"inc\" { debug \"c\" }\n");
+    let pb_path = dir.path().join("pb.kdl");
+    std::fs::write(
+        &pb_path,
+        "play \"p\" hosts=all {\n  role r when=\"upgrade\" tags=\"etcd,certs\"\n  include \"tasks/more.kdl\" tags=\"more\"\n  role r\n}\n",
+    )
+    .unwrap();
+    let pb = troupe_dsl::load_playbook(&pb_path, MODULES, &LoadOptions::default())
+        .unwrap_or_else(|r| panic!("{}", render(&r)));
+    let t = &pb.plays[0].tasks;
+    let when = |i: usize| t[i].when.as_ref().map(|w| w.src.as_str());
+    assert_eq!(when(0), Some("upgrade"));
+    assert_eq!(when(1), Some("(upgrade) and (x > 1)"), "both must hold");
+    assert_eq!(t[0].tags, ["etcd", "certs"]);
+    assert_eq!(t[1].tags, ["own", "etcd", "certs"], "no tag twice");
+    assert_eq!((when(2), t[2].tags.as_slice()), (None, &["more".to_string()][..]));
+    assert_eq!(when(3), None, "a second use of the role has its own gate");
+    assert_eq!(when(4), Some("x > 1"));
+    assert!(t[3].tags.is_empty());
+    assert!(
+        pb.plays[0].handlers[0].when.is_none(),
+        "handlers run when notified"
+    );
+
+    // Any other property is refused with the ones that exist; a bad `when` points at it.
+    std::fs::write(
+        &pb_path,
+        "play \"p\" hosts=all {\n  role r become=#true\n  include \"tasks/more.kdl\" when=\"a ==\"\n}\n",
+    )
+    .unwrap();
+    let err = troupe_dsl::load_playbook(&pb_path, MODULES, &LoadOptions::default()).unwrap_err();
+    let shown = render(&err);
+    assert!(shown.contains("become") && shown.contains("when"), "{shown}");
+    assert!(shown.contains("a =="), "{shown}");
+}
+
+#[test]
 fn roles_are_found_next_to_the_playbook_before_the_roles_path() {
     let dir = tempfile::tempdir().unwrap();
     let write = |rel: &str, text: &str| {
