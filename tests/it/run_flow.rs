@@ -289,3 +289,38 @@ fn run_once_and_delegate_to() {
         ""
     );
 }
+
+#[test]
+fn a_roles_when_and_tags_gate_every_task_it_brings() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("role_gate");
+    let pb = playbook(
+        r#"play "Gated role" hosts=all {
+    role marker when="inventory_hostname == 'podc02'" tags="marks"
+    task "Always" { shell "touch {{ dir }}/always" }
+}"#,
+    );
+    std::fs::create_dir_all(pb.dir.path().join("roles/marker")).unwrap();
+    std::fs::write(
+        pb.dir.path().join("roles/marker/tasks.kdl"),
+        "task \"Mark\" { shell \"touch {{ dir }}/marked\" }\n\
+         task \"Mark again\" when=\"dir != ''\" { shell \"touch {{ dir }}/again\" }\n",
+    )
+    .unwrap();
+    let var = format!("dir={dir}");
+    let inv = lab_inventory(lab);
+
+    let tagged = run(lab, &pb.path, &inv, &["-e", &var, "--tags", "marks"]);
+    assert_eq!(tagged.code, 0, "{}", tagged.show());
+    for h in lab.host_names() {
+        let files = lab.ssh_ok(h, &format!("ls {dir}"));
+        let want = if h == "podc02" { "again\nmarked\n" } else { "" };
+        assert_eq!(
+            files, want,
+            "{h}: only the role's tasks, only where its when holds"
+        );
+    }
+    let all = run(lab, &pb.path, &inv, &["-e", &var]);
+    assert_eq!(all.code, 0, "{}", all.show());
+    assert_eq!(lab.ssh_ok("podc01", &format!("ls {dir}")), "always\n");
+}
