@@ -595,6 +595,10 @@ async fn removal_keeps_quorum_and_an_unhealthy_member_blocks_changes() {
         "{err}"
     );
     assert!(msg.contains(".removed-"), "the fix is offered: {msg}");
+    assert!(
+        err.to_string().contains("of this cluster, removed since"),
+        "whose data it is, from its WAL: {err}"
+    );
     let moved = lab
         .run("etcd-data-dir-check", dir_args(json!({"move-aside": true})))
         .await
@@ -607,8 +611,25 @@ async fn removal_keeps_quorum_and_an_unhealthy_member_blocks_changes() {
     let mut own = lab.args(&seed, member_args(&nodes[0], "present"));
     own.remove("state");
     own.insert("data-dir".into(), json!(nodes[0].data_dir.display().to_string()));
-    let ok = lab.run("etcd-data-dir-check", own).await.unwrap();
+    let ok = lab.run("etcd-data-dir-check", own.clone()).await.unwrap();
     assert_eq!(ok.data["state"], "member");
+    assert_eq!(
+        ok.data["member_id"].as_str().map(str::len),
+        Some(16),
+        "{}",
+        ok.data
+    );
+    // ...but another member's data under its name is not: the WAL tells them apart.
+    own.insert("data-dir".into(), json!(nodes[1].data_dir.display().to_string()));
+    let err = lab.run("etcd-data-dir-check", own).await.unwrap_err();
+    assert!(
+        err.to_string().contains("(its WAL: member ")
+            && err
+                .to_string()
+                .contains(", etcd02, of this cluster), but etcd01 is member "),
+        "{err}"
+    );
+    assert!(nodes[1].data_dir.exists(), "refused, nothing moved");
 
     // The last member is never removed.
     let mut etcd = lab.etcd(&seed).await;

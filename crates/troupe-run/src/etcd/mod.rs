@@ -13,12 +13,14 @@
 //! - [`membership`]: given the view and the desired member, decide what to do.
 //! - [`snapshot`]: save a verified snapshot on the controller and keep the last N.
 //! - [`journal`]: when troupe added which member, so a stuck join can say how long ago.
+//! - [`wal`]: whose data a data dir holds (member and cluster ID), read from its WAL.
 
 pub mod client;
 pub mod journal;
 pub mod membership;
 pub mod snapshot;
 pub mod tunnel;
+pub mod wal;
 
 pub use client::{ClusterHealth, Dialer, EndpointStatus, Etcd, MemberHealth, MemberInfo, Route, TlsPem};
 pub use membership::{Decision, Goal, Want, decide};
@@ -181,7 +183,7 @@ pub enum EtcdError {
     )]
     Snapshot { path: String, detail: String },
 
-    #[error("data dir {dir} on {host} holds {detail}, but {name} is not a started member of this cluster")]
+    #[error("data dir {dir} on {host} holds {detail}")]
     #[diagnostic(
         code(troupe::etcd::foreign_data_dir),
         help(

@@ -3,7 +3,8 @@
 //! is not empty, so stale data would make it rejoin as a member that no longer exists
 //! (or start a cluster of its own). The check, run before starting the service:
 //! a non-empty data dir (`member/`) is fine only on a node that is a current, started
-//! member with this name and peer URL; anywhere else it is refused, with the fix
+//! member with this name and peer URL, and only when its WAL was written by that member
+//! of this cluster ([`crate::etcd::wal`]); anywhere else it is refused, with the fix
 //! (move it aside), which `move-aside=#true` performs.
 
 use async_trait::async_trait;
@@ -13,8 +14,10 @@ use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 use super::args;
 use super::etcd_args::{self, EtcdConn};
 use crate::connection::Cmd;
-use crate::etcd::EtcdError;
+use crate::connection::shell::quote;
 use crate::etcd::client::same_url;
+use crate::etcd::wal::{self, WalIdentity};
+use crate::etcd::{EtcdError, MemberInfo};
 use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdDataDirCheck;
@@ -24,9 +27,11 @@ static SPEC: ModuleSpec = ModuleSpec {
     summary: "Refuse (or move aside) an etcd data dir that belongs to no current member",
     doc: "On the task's host, looks at `data-dir`/member. Empty or missing: `ok`. Non-empty and the \
 cluster (asked through `endpoints`) has a started member with this `name` and `peer-url`: `ok`, it \
-is that member's data. Otherwise the data belongs to another cluster or a removed member: fails \
-with the fix, or with `move-aside=#true` renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. \
-Registered result: `state` (`empty`, `member`, `moved`), `moved_to`.",
+is that member's data, unless its WAL says it was written by another member or cluster (a copy, \
+a restore, the wrong `data-dir`). Otherwise the data belongs to another cluster or a removed \
+member: fails with the fix (and whose data it is, from the WAL), or with `move-aside=#true` \
+renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. Registered result: `state` (`empty`, `member`, \
+`moved`), `member_id` (for `member`), `moved_to`.",
     args: &[
         ArgSpec {
             default: Some("\"/var/lib/etcd\""),
@@ -69,6 +74,43 @@ pub struct DirSpec {
     move_aside: bool,
 }
 
+/// Member and cluster of the data in `dir`, from its first WAL file; `None` when it
+/// has no WAL yet or the file is not one troupe can read (the check then goes by
+/// membership alone, as before etcd wrote anything).
+async fn wal_identity(cx: &TaskCx<'_>, dir: &str) -> Result<Option<WalIdentity>, TaskError> {
+    let script = format!(
+        "set -- {}/member/wal/*.wal\n[ -f \"$1\" ] || exit 3\nexec head -c 4096 -- \"$1\"",
+        quote(dir)
+    );
+    let out = cx.conn.exec(&Cmd::script(script).internal()).await?;
+    if !out.success() {
+        return Ok(None);
+    }
+    match wal::identity(&out.stdout) {
+        Ok(id) => Ok(Some(id)),
+        Err(e) => {
+            tracing::debug!("{}: cannot read the WAL in {dir}: {e}", cx.host);
+            Ok(None)
+        }
+    }
+}
+
+/// `(its WAL: member … of …)` for the messages.
+fn whose(w: WalIdentity, cluster: u64, members: &[MemberInfo]) -> String {
+    let m = w.member_id;
+    if cluster != 0 && w.cluster_id != cluster {
+        return format!(
+            " (its WAL: member {m:016x} of another cluster, {:016x}; this one is {cluster:016x})",
+            w.cluster_id
+        );
+    }
+    match members.iter().find(|x| x.id == m) {
+        Some(x) if !x.name.is_empty() => format!(" (its WAL: member {m:016x}, {}, of this cluster)", x.name),
+        Some(_) => format!(" (its WAL: member {m:016x} of this cluster)"),
+        None => format!(" (its WAL: member {m:016x} of this cluster, removed since)"),
+    }
+}
+
 fn stamp() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
@@ -104,23 +146,39 @@ impl Module for EtcdDataDirCheck {
         if cx.conn.stat(&member_dir).await?.is_none() {
             return Ok(Check::Unchanged(Outcome::ok(json!({"state": "empty"}))));
         }
+        let wal = wal_identity(cx, &spec.dir).await?;
         let mut etcd = spec.conn.connect(cx).await?;
-        let (_, members) = etcd.members().await?;
+        let (cluster, members) = etcd.members().await?;
         let mine = members
             .iter()
             .find(|m| m.peer_urls.iter().any(|p| same_url(p, &spec.peer_url)));
+        let whose = wal.map(|w| whose(w, cluster, &members)).unwrap_or_default();
+        let not_member = format!("but {} is not a started member of this cluster", spec.name);
         let detail = match mine {
-            Some(m) if m.started && m.name == spec.name => {
-                return Ok(Check::Unchanged(Outcome::ok(json!({"state": "member"}))));
-            }
+            Some(m) if m.started && m.name == spec.name => match wal {
+                // The member runs, but this is not its data (a copy, a restore, the
+                // wrong `data-dir`): starting etcd on it would be someone else.
+                Some(w) if w.member_id != m.id || (cluster != 0 && w.cluster_id != cluster) => format!(
+                    "etcd data{whose}, but {} is member {:016x} of cluster {cluster:016x}",
+                    spec.name, m.id
+                ),
+                _ => {
+                    return Ok(Check::Unchanged(Outcome::ok(json!({
+                        "state": "member",
+                        "member_id": format!("{:016x}", m.id),
+                    }))));
+                }
+            },
             Some(m) if m.started => format!(
-                "etcd data, and peer URL {} belongs to member {}",
+                "etcd data{whose}, and peer URL {} belongs to member {}: {not_member}",
                 spec.peer_url, m.name
             ),
-            Some(_) => {
-                "etcd data from an earlier start, while the member was added anew and has not joined".into()
-            }
-            None => "etcd data of a member the cluster does not list (removed, or of another cluster)".into(),
+            Some(_) => format!(
+                "etcd data from an earlier start{whose}, while the member was added anew and has not joined: {not_member}"
+            ),
+            None => format!(
+                "etcd data of a member the cluster does not list (removed, or of another cluster){whose}: {not_member}"
+            ),
         };
         let date = stamp();
         let target = format!("{}.removed-{date}", spec.dir);
