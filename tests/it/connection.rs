@@ -227,6 +227,13 @@ async fn internal_commands_share_one_control_shell_and_keep_session_semantics() 
         Err(ConnError::Timeout { .. }) => {}
         other => panic!("expected a timeout, got {other:?}"),
     }
+    // The hung request was signalled, not left running on the host.
+    let gone =
+        "for i in $(seq 100); do pgrep -f 'sleep 3[2].5' >/dev/null || exit 0; sleep 0.1; done; exit 1";
+    assert!(
+        lab.ssh("podc02", gone).status.success(),
+        "`sleep 32.5` still runs on podc02"
+    );
     let next = pid(conn.exec(&internal("echo $$")).await.unwrap());
     assert!(
         !next.is_empty() && next != first,

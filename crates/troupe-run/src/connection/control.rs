@@ -34,6 +34,10 @@ pub enum ControlError {
 pub struct ControlShell {
     channel: russh::Channel<Msg>,
     nonce: String,
+    /// The shell's pid on the host. sshd starts each session in a session of its own,
+    /// so this is also the process group of everything a request starts: what to
+    /// signal when a request hangs.
+    pid: u32,
 }
 
 impl ControlShell {
@@ -55,15 +59,26 @@ impl ControlShell {
         let mut shell = ControlShell {
             channel,
             nonce: format!("troupe-ctl-{:032x}", rand::random::<u128>()),
+            pid: 0,
         };
-        let out = shell.run(&Cmd::script(":"), Some(timeout)).await?;
-        if !out.success() || !out.stdout.is_empty() {
-            return Err(ControlError::Broken(format!(
-                "the control shell's first answer was not empty: {}",
-                out.stderr_str().trim()
-            )));
+        // In the request's subshell `$$` is still the shell's own pid.
+        let out = shell.run(&Cmd::script("echo $$"), Some(timeout)).await?;
+        match out.stdout_str().trim().parse() {
+            Ok(pid) if out.success() => shell.pid = pid,
+            _ => {
+                return Err(ControlError::Broken(format!(
+                    "the control shell's first answer was not its pid: {:?} {}",
+                    out.stdout_str(),
+                    out.stderr_str().trim()
+                )));
+            }
         }
         Ok(shell)
+    }
+
+    /// The shell's pid (and process group) on the host.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     /// Run one command and wait for its framed answer.

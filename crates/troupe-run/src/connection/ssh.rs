@@ -399,9 +399,14 @@ impl SshConnection {
             return None;
         };
         let answer = shell.run(cmd, timeout).await;
-        if answer.is_err() {
+        if let Err(e) = &answer {
             if let Control::Running(shell) = std::mem::replace(control, Control::NotStarted) {
+                let pid = shell.pid();
                 shell.close().await;
+                // A hung request (and the shell) must not outlive its task.
+                if matches!(e, ControlError::Timeout) {
+                    self.kill_remote(pid).await;
+                }
             }
         }
         Some(answer.map_err(|e| {
