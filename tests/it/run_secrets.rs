@@ -5,7 +5,7 @@
 
 use troupe_tests::Lab;
 
-use crate::run_util::{Run, lab_inventory, playbook, run, troupe};
+use crate::run_util::{Playbook, Run, lab_inventory, playbook, run, troupe};
 
 const PLAYBOOK: &str = r#"
 play "Secrets" hosts=all {
@@ -31,9 +31,9 @@ fn assert_hidden(out: &Run, what: &str) {
     );
 }
 
-#[test]
-fn run_secret_vars_never_appear_in_any_output() {
-    let lab = Lab::shared();
+/// [`PLAYBOOK`] with its template, and the `-e @file` argument of a vars file holding
+/// one more secret.
+fn secrets_playbook() -> (Playbook, String) {
     let pb = playbook(PLAYBOOK);
     std::fs::create_dir_all(pb.dir.path().join("templates")).unwrap();
     std::fs::write(
@@ -44,6 +44,13 @@ fn run_secret_vars_never_appear_in_any_output() {
     let extra = pb.dir.path().join("secrets.kdl");
     std::fs::write(&extra, "(secret)api_key \"key-from-a-file\"\n").unwrap();
     let extra_arg = format!("@{}", extra.display());
+    (pb, extra_arg)
+}
+
+#[test]
+fn run_secret_vars_never_appear_in_any_output() {
+    let lab = Lab::shared();
+    let (pb, extra_arg) = secrets_playbook();
     let inv = lab_inventory(lab);
 
     for (mode, args) in [("json", &["--output", "json"][..]), ("human", &[][..])] {
@@ -102,16 +109,7 @@ fn run_secret_vars_never_appear_in_any_output() {
 #[test]
 fn render_masks_secret_vars_unless_asked_to_show_them() {
     let lab = Lab::shared();
-    let pb = playbook(PLAYBOOK);
-    std::fs::create_dir_all(pb.dir.path().join("templates")).unwrap();
-    std::fs::write(
-        pb.dir.path().join("templates/token.conf.j2"),
-        "shown = {{ shown }}\ntoken = {{ etcd_token }}\napi = {{ api_key }}\n",
-    )
-    .unwrap();
-    let extra = pb.dir.path().join("secrets.kdl");
-    std::fs::write(&extra, "(secret)api_key \"key-from-a-file\"\n").unwrap();
-    let extra_arg = format!("@{}", extra.display());
+    let (pb, extra_arg) = secrets_playbook();
     let inv = lab_inventory(lab);
     let render = |more: &[&str]| {
         let mut args = vec![

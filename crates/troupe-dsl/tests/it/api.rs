@@ -184,14 +184,17 @@ fn playbook_keywords_decode() {
     check_against_inventory(&pb, &inv()).unwrap();
 }
 
+/// Write `text` to `rel` under `root`, creating its folders.
+fn write_under(root: &std::path::Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
 #[test]
 fn role_and_include_when_and_tags_apply_to_every_task_they_bring() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
+    let write = |rel: &str, text: &str| write_under(dir.path(), rel, text);
     write(
         "roles/r/tasks.kdl",
         "task \"plain\" { debug \"a\" }\ntask \"own\" when=\"x > 1\" tags=\"own,etcd\" { debug \"b\" }\n",
@@ -236,11 +239,7 @@ fn role_and_include_when_and_tags_apply_to_every_task_they_bring() {
 #[test]
 fn roles_are_found_next_to_the_playbook_before_the_roles_path() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |rel: &str, text: &str| {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    };
+    let write = |rel: &str, text: &str| write_under(dir.path(), rel, text);
     write(
         "site/roles/r/tasks.kdl",
         "task \"local copy\" { debug \"local\" }",
