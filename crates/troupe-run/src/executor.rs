@@ -326,6 +326,47 @@ pub async fn execute(env: &Env, inp: TaskInput<'_>) -> TaskOutput {
     }
 }
 
+impl TaskOutput {
+    /// What a task that panicked on `host` amounts to: a failure of that host, counted
+    /// in the recap and stopping the host like any other failure (never `ignored`: a
+    /// panic is a bug in troupe, not an outcome the playbook can expect).
+    pub fn panicked(play: &Play, task: &Task, host: &str, detail: &str) -> TaskOutput {
+        let message = format!("internal error: the task panicked on {host}: {detail}");
+        let help =
+            "this is a bug in troupe, not in the playbook; please report it with the task and this message";
+        let error = ErrorInfo {
+            rendered: format!("{message}\n  help: {help}"),
+            message: message.clone(),
+            code: Some("troupe::internal::panic".into()),
+            help: Some(help.into()),
+        };
+        TaskOutput {
+            result: HostResult {
+                play: play.name.clone(),
+                task: task.name.clone(),
+                host: host.to_string(),
+                status: Status::Failed,
+                item: None,
+                msg: None,
+                diffs: Vec::new(),
+                error: Some(error),
+                check_mode: false,
+                ignored: false,
+                delegated_to: None,
+                attempts: None,
+                duration: Duration::ZERO,
+            },
+            register: task
+                .register
+                .clone()
+                .map(|name| (name, json!({"changed": false, "failed": true, "msg": message}))),
+            changed: false,
+            failed: true,
+            unreachable: false,
+        }
+    }
+}
+
 fn mask(result: &mut HostResult) {
     if result.msg.is_some() {
         result.msg = Some("(output hidden by no-log)".into());

@@ -468,6 +468,9 @@ impl Scheduler {
             hosts: reporting.clone(),
         });
         let mut set = tokio::task::JoinSet::new();
+        // Which host each task runs for: a task that panics loses its output, not its
+        // host.
+        let mut task_hosts: HashMap<tokio::task::Id, String> = HashMap::new();
         for host_name in reporting {
             let Some(host) = executor::lookup_host(&self.inventory, &host_name) else {
                 continue;
@@ -483,7 +486,8 @@ impl Scheduler {
             } else {
                 self.caches.get(&host_name).cloned()
             };
-            set.spawn(async move {
+            let name = host_name.clone();
+            let handle = set.spawn(async move {
                 let _permit = running.acquire_owned().await.expect("never closed");
                 let play = &playbook.plays[play_idx];
                 let task = if handler {
@@ -506,14 +510,22 @@ impl Scheduler {
                 reporter.event(&Event::HostResult(out.result.clone()));
                 (host.name.clone(), out)
             });
+            task_hosts.insert(handle.id(), name);
         }
         let mut outputs = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
                 Ok(out) => outputs.push(out),
                 Err(e) => {
-                    // A panic in a module is a bug; keep the run going and say so.
-                    eprintln!("internal error: a task panicked: {e}");
+                    // A panic is a bug in troupe: the run goes on, but the host counts
+                    // as failed there, so the recap and the exit code tell the truth.
+                    let Some(host_name) = task_hosts.get(&e.id()).cloned() else {
+                        continue;
+                    };
+                    let detail = panic_detail(e);
+                    let out = executor::TaskOutput::panicked(play, task, &host_name, &detail);
+                    self.reporter.event(&Event::HostResult(out.result.clone()));
+                    outputs.push((host_name, out));
                 }
             }
         }
@@ -542,6 +554,21 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+/// The message a task panicked with (or why it ended without an output).
+fn panic_detail(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
     }
 }
 
@@ -761,6 +788,43 @@ group etcd {
         let err = failed.error.unwrap();
         assert!(
             err.message.contains("exited with code 2") && err.message.contains("no such device"),
+            "{err:?}"
+        );
+    }
+
+    /// Regression (issue 11.6): a task that panicked was dropped from the stats, so
+    /// the run could exit 0 although the task never ran to the end on that host.
+    #[tokio::test]
+    async fn a_panicking_task_fails_its_host_and_the_run() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "probe" register="probed" { command "probe" }
+    task "after" { command "after" }
+}"#,
+        );
+        h.host("podc02").panic_on("probe");
+        let (summary, rec) = h.run(RunOptions::default()).await;
+        assert_eq!(summary.exit_code(), exit::FAILED, "{:?}", summary.stats);
+        assert_eq!(
+            summary.stats["podc02"],
+            Stats {
+                failed: 1,
+                ..Stats::default()
+            }
+        );
+        assert_eq!(summary.stats["podc01"].changed, 2);
+        assert_eq!(h.host("podc02").commands(), ["probe"], "the failed host stops");
+        assert_eq!(h.host("podc03").commands(), ["probe", "after"]);
+        let failed = rec
+            .results()
+            .into_iter()
+            .find(|r| r.host == "podc02")
+            .expect("the panicked task is reported");
+        assert_eq!((failed.task.as_str(), failed.status), ("probe", Status::Failed));
+        let err = failed.error.unwrap();
+        assert_eq!(err.code.as_deref(), Some("troupe::internal::panic"));
+        assert!(
+            err.message.contains("panicked on podc02") && err.message.contains("fake panic on `probe`"),
             "{err:?}"
         );
     }

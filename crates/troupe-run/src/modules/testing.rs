@@ -28,6 +28,7 @@ struct State {
     answers: Vec<(String, Output)>,
     log: Vec<String>,
     open_ports: Vec<(String, u16)>,
+    panics: Vec<String>,
 }
 
 /// One fake host; clones share state.
@@ -63,6 +64,13 @@ impl FakeHost {
                 stderr: stderr.as_bytes().to_vec(),
             },
         ));
+    }
+
+    /// Commands whose shell line starts with `prefix` panic (after being logged), as
+    /// a bug in a module would: how the scheduler's handling of a panicking task is
+    /// tested without a panicking module in the registry.
+    pub fn panic_on(&self, prefix: &str) {
+        self.state.lock().unwrap().panics.push(prefix.to_string());
     }
 
     pub fn put_file(&self, path: &str, content: &[u8]) {
@@ -179,6 +187,11 @@ impl Connection for FakeHost {
         let line = cmd.to_shell_line();
         let mut st = self.state.lock().unwrap();
         st.log.push(line.clone());
+        if st.panics.iter().any(|p| line.starts_with(p.as_str())) {
+            // Not while holding the lock: the fake must stay usable afterwards.
+            drop(st);
+            panic!("fake panic on `{line}`");
+        }
         let answer = st
             .answers
             .iter()
