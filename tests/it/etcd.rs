@@ -656,3 +656,160 @@ async fn removal_keeps_quorum_and_an_unhealthy_member_blocks_changes() {
     ));
     drop(procs);
 }
+
+// ---------------------------------------------------------------- snapshots
+
+/// A single member with `n` keys of 1 KiB, so a snapshot is several hundred KiB.
+async fn member_with_data(lab: &Lab, n: usize) -> (Node, EtcdProc) {
+    let node = lab.node("etcd01");
+    let p = lab.first(&node);
+    let mut etcd = lab.etcd(&[&node]).await;
+    let value = "v".repeat(1024);
+    for i in 0..n {
+        etcd.put(&format!("/secrets/key{i}"), &value).await.unwrap();
+    }
+    (node, p)
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Regression (issue 12.6): snapshots were created with the umask (0644: every
+/// Kubernetes Secret readable by every local user) and through whatever sat at the
+/// `.part` name, a symlink included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_private_and_never_written_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new();
+    let (node, _p) = member_with_data(&lab, 20).await;
+    let dialer = Dialer::new(Some(lab.certs.pem()), Route::Direct).unwrap();
+    let dir = lab.tmp.path().join("new-backups");
+    let dest = dir.join("etcd-20260101T000000Z.db");
+
+    let info = snapshot::save(&dialer, &node.client_url, &dest)
+        .await
+        .expect("snapshot saved");
+    assert_eq!(info.path, dest.display().to_string());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dest), 0o600, "the snapshot file");
+    assert_eq!(mode(&dir), 0o700, "the folder the snapshot created");
+
+    // Something planted at the `.part` name is never written through.
+    let victim = lab.tmp.path().join("victim.txt");
+    std::fs::write(&victim, b"not a snapshot\n").unwrap();
+    let second = dir.join("etcd-20260101T000001Z.db");
+    std::os::unix::fs::symlink(&victim, second.with_extension("db.part")).unwrap();
+    let err = snapshot::save(&dialer, &node.client_url, &second)
+        .await
+        .expect_err("a symlink at the .part name is refused");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not a snapshot\n");
+    assert!(!second.exists());
+}
+
+/// A TCP relay to `target` that hangs up on both sides once `limit` bytes came back
+/// from it: a real etcd whose snapshot stream breaks in the middle.
+async fn cutting_relay(target: String, limit: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                while sent < limit {
+                    match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let n = n.min(limit - sent);
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            sent += n;
+                        }
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    port
+}
+
+/// Regression (issue 12.6): a stream that failed midway left `NAME.db.part` behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_stream_that_breaks_leaves_no_part_file() {
+    let lab = Lab::new();
+    let (node, _p) = member_with_data(&lab, 300).await;
+    let target = node.client_url.trim_start_matches("https://").to_string();
+    let port = cutting_relay(target, 128 * 1024).await;
+    let dialer = Dialer::new(Some(lab.certs.pem()), Route::Direct).unwrap();
+    let dir = lab.tmp.path().join("backups");
+    let dest = dir.join("etcd-20260101T000000Z.db");
+    let err = snapshot::save(&dialer, &format!("https://127.0.0.1:{port}"), &dest)
+        .await
+        .expect_err("the stream was cut");
+    assert!(err.to_string().contains(&dest.display().to_string()), "{err}");
+    assert_eq!(names_in(&dir), Vec::<String>::new(), "nothing left behind");
+
+    // The same member straight, for contrast: the save itself works.
+    snapshot::save(&dialer, &node.client_url, &dest)
+        .await
+        .expect("direct snapshot");
+    assert_eq!(names_in(&dir), ["etcd-20260101T000000Z.db"]);
+}
+
+/// Regression (issue 12.7): with other files sharing the prefix in the folder, `keep`
+/// pruned this cluster's snapshots, the new one included, and reported success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_only_troupes_own_snapshots() {
+    let lab = Lab::new();
+    let (node, _p) = member_with_data(&lab, 5).await;
+    let dir = lab.tmp.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    let foreign = [
+        "etcd-prod-20260101T000000Z.db",
+        "etcd-prod-20260102T000000Z.db",
+        "etcd-prod-20260103T000000Z.db",
+        "etcd-manual.db",
+        "etcd-20200101T000000Z.db.bak",
+    ];
+    let ours_old = ["etcd-20200101T000000Z.db", "etcd-20210101T000000Z.db"];
+    for f in foreign.iter().chain(&ours_old) {
+        std::fs::write(dir.join(f), b"keep me\n").unwrap();
+    }
+    let out = lab
+        .run(
+            "etcd-snapshot",
+            lab.args(&[&node], json!({"dest": dir.display().to_string(), "keep": 2})),
+        )
+        .await
+        .expect("snapshot saved");
+    let new = PathBuf::from(out.data["path"].as_str().unwrap());
+    assert!(new.exists(), "the snapshot just taken is kept");
+    snapshot::verify(&new).await.expect("and it verifies");
+    assert_eq!(
+        out.data["pruned"],
+        json!([dir.join("etcd-20200101T000000Z.db").display().to_string()])
+    );
+    for f in foreign {
+        assert_eq!(std::fs::read(dir.join(f)).unwrap(), b"keep me\n", "{f}");
+    }
+    assert!(dir.join("etcd-20210101T000000Z.db").exists());
+}

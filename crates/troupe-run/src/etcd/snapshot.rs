@@ -9,6 +9,13 @@
 //! `etcdctl` is installed on the controller, `etcdctl snapshot status` adds revision
 //! and key count. Old snapshots beyond the last N are deleted.
 //!
+//! A snapshot holds every key of the cluster — with Kubernetes, every Secret — so it
+//! is private from its first byte: the `.part` file is created 0600 with `O_EXCL`
+//! (never through a symlink someone left at its name), a new folder is 0700, and a
+//! stream that fails leaves no `.part` behind. Pruning touches only names troupe
+//! itself writes (`PREFIX-YYYYMMDDTHHMMSSZ.db`, see [`is_snapshot_name`]) and never the
+//! snapshot just taken, so foreign files sharing a prefix (`etcd-prod-….db`) are safe.
+//!
 //! The controller is the machine troupe runs on, so this uses the local filesystem
 //! directly (streaming: a kube etcd snapshot can be hundreds of MB).
 
@@ -54,8 +61,12 @@ pub fn file_name(prefix: &str, at: SystemTime) -> String {
 
 /// Stream a snapshot from `endpoint` into `dest`, verify it, and return what was saved.
 pub async fn save(dialer: &Dialer, endpoint: &str, dest: &Path) -> Result<SnapshotInfo, EtcdError> {
-    if let Some(dir) = dest.parent() {
-        tokio::fs::create_dir_all(dir)
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Only folders made here get 0700; an existing one is the operator's.
+        let mut builder = tokio::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder
+            .create(dir)
             .await
             .map_err(|e| err(dest, format!("cannot create its folder: {e}")))?;
     }
@@ -65,37 +76,59 @@ pub async fn save(dialer: &Dialer, endpoint: &str, dest: &Path) -> Result<Snapsh
         .await
         .map_err(|_| err(dest, format!("{endpoint} did not start sending a snapshot")))?
         .map_err(|e| err(dest, format!("{endpoint}: {}", super::client::describe(&e))))?;
-    let mut file = tokio::fs::File::create(&part)
+    // `create_new` is O_CREAT|O_EXCL: it fails on anything already at the name, a
+    // symlink included, instead of writing through it. The mode applies from creation.
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&part)
         .await
-        .map_err(|e| err(&part, e.to_string()))?;
+        .map_err(|e| {
+            let detail = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "already exists; not writing through it (a symlink or a concurrent run?): move it away"
+                    .to_string()
+            } else {
+                e.to_string()
+            };
+            err(&part, detail)
+        })?;
     let idle = Duration::from_secs(60);
-    loop {
-        let msg = tokio::time::timeout(idle, stream.message())
-            .await
-            .map_err(|_| {
-                err(
-                    dest,
-                    format!("{endpoint} stopped sending for {}s", idle.as_secs()),
-                )
-            })?
-            .map_err(|e| err(dest, format!("{endpoint}: {}", super::client::describe(&e))))?;
-        let Some(msg) = msg else { break };
-        file.write_all(msg.blob())
-            .await
-            .map_err(|e| err(&part, e.to_string()))?;
+    let streamed = async {
+        loop {
+            let msg = tokio::time::timeout(idle, stream.message())
+                .await
+                .map_err(|_| {
+                    err(
+                        dest,
+                        format!("{endpoint} stopped sending for {}s", idle.as_secs()),
+                    )
+                })?
+                .map_err(|e| err(dest, format!("{endpoint}: {}", super::client::describe(&e))))?;
+            let Some(msg) = msg else { break };
+            file.write_all(msg.blob())
+                .await
+                .map_err(|e| err(&part, e.to_string()))?;
+        }
+        file.sync_all().await.map_err(|e| err(&part, e.to_string()))
     }
-    file.sync_all().await.map_err(|e| err(&part, e.to_string()))?;
+    .await;
     drop(file);
-    let (size, sha256) = match verify(&part).await {
+    let verified = match streamed {
+        Ok(()) => verify(&part).await,
+        Err(e) => Err(e),
+    };
+    let (size, sha256) = match verified {
         Ok(v) => v,
         Err(e) => {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(e);
         }
     };
-    tokio::fs::rename(&part, dest)
-        .await
-        .map_err(|e| err(dest, e.to_string()))?;
+    if let Err(e) = tokio::fs::rename(&part, dest).await {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(err(dest, e.to_string()));
+    }
     let (revision, total_keys) = etcdctl_status(dest).await;
     Ok(SnapshotInfo {
         path: dest.display().to_string(),
@@ -184,29 +217,56 @@ async fn etcdctl_status(path: &Path) -> (Option<i64>, Option<i64>) {
     )
 }
 
-/// Snapshots named `PREFIX-*.db` in `dir`, oldest first (names sort by time).
+/// Whether `name` is exactly what [`file_name`] makes for `prefix`:
+/// `PREFIX-YYYYMMDDTHHMMSSZ.db`, digits where the stamp has them. Anything else in the
+/// folder (`etcd-prod-20260101T000000Z.db`, `etcd-manual.db`) is not troupe's.
+pub fn is_snapshot_name(name: &str, prefix: &str) -> bool {
+    let Some(stamp) = name
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_suffix(".db"))
+    else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
+/// troupe's snapshots of `prefix` in `dir` (see [`is_snapshot_name`]), oldest first:
+/// their names sort by time.
 pub fn list(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.path())
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{prefix}-")) && n.ends_with(".db"))
+                .is_some_and(|n| is_snapshot_name(n, prefix))
         })
         .collect();
     found.sort();
     found
 }
 
-/// Delete all but the newest `keep` snapshots; returns what was deleted.
-pub fn keep_last(dir: &Path, prefix: &str, keep: usize) -> Result<Vec<String>, EtcdError> {
-    let all = list(dir, prefix);
+/// Delete troupe's snapshots of `prefix` in `dir` but the newest `keep`, counting
+/// `just_written` among the kept whatever its name sorts as; returns what was deleted.
+pub fn keep_last(
+    dir: &Path,
+    prefix: &str,
+    keep: usize,
+    just_written: &Path,
+) -> Result<Vec<String>, EtcdError> {
+    let others: Vec<PathBuf> = list(dir, prefix)
+        .into_iter()
+        .filter(|p| p.file_name() != just_written.file_name())
+        .collect();
+    let keep_others = keep.saturating_sub(1);
     let mut removed = Vec::new();
-    if all.len() > keep {
-        for p in &all[..all.len() - keep] {
+    if others.len() > keep_others {
+        for p in &others[..others.len() - keep_others] {
             std::fs::remove_file(p).map_err(|e| err(p, format!("cannot prune: {e}")))?;
             removed.push(p.display().to_string());
         }
@@ -233,21 +293,45 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_newest() {
+    fn only_troupes_own_names_are_snapshots() {
+        assert!(is_snapshot_name("etcd-20260101T000000Z.db", "etcd"));
+        for foreign in [
+            "etcd-prod-20260101T000000Z.db",
+            "etcd-20260101T000000Z.db.part",
+            "etcd-20260101T000000.db",
+            "etcd-20260101T00000xZ.db",
+            "etcd-manual.db",
+            "etcd.db",
+            "xetcd-20260101T000000Z.db",
+        ] {
+            assert!(!is_snapshot_name(foreign, "etcd"), "{foreign}");
+        }
+        assert!(is_snapshot_name("etcd-prod-20260101T000000Z.db", "etcd-prod"));
+    }
+
+    #[test]
+    fn keeps_the_newest_and_never_the_one_just_written() {
         let dir = tempfile::tempdir().unwrap();
         for s in [
             "etcd-20240101T000000Z.db",
             "etcd-20250101T000000Z.db",
             "etcd-20260101T000000Z.db",
+            "etcd-29991231T235959Z.db",
+            "etcd-prod-20260101T000000Z.db",
             "other.db",
         ] {
             std::fs::write(dir.path().join(s), b"x").unwrap();
         }
-        let removed = keep_last(dir.path(), "etcd", 2).unwrap();
-        assert_eq!(removed.len(), 1);
-        assert!(removed[0].ends_with("etcd-20240101T000000Z.db"));
-        assert_eq!(list(dir.path(), "etcd").len(), 2);
+        let new = dir.path().join("etcd-20260101T000000Z.db");
+        let removed = keep_last(dir.path(), "etcd", 2, &new).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(new.exists());
+        assert!(dir.path().join("etcd-29991231T235959Z.db").exists());
+        assert!(dir.path().join("etcd-prod-20260101T000000Z.db").exists());
         assert!(dir.path().join("other.db").exists());
+        let removed = keep_last(dir.path(), "etcd", 1, &new).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(list(dir.path(), "etcd"), [new]);
     }
 
     #[tokio::test]

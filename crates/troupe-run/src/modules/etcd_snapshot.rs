@@ -22,7 +22,9 @@ static SPEC: ModuleSpec = ModuleSpec {
     doc: "Streams a snapshot from the first endpoint that answers into `dest` on the controller \
 as `PREFIX-YYYYMMDDTHHMMSSZ.db`, written to a `.part` file and renamed only once verified (size, \
 etcd's SHA-256 trailer, bbolt magic; plus `etcdctl snapshot status` when etcdctl is installed). \
-Then deletes all but the newest `keep`. With `fresh-for`, a snapshot younger than that counts as \
+The file is created 0600 (a new `dest` folder 0700): it holds every key of the cluster. Then deletes \
+all but the newest `keep` of the files named exactly `PREFIX-YYYYMMDDTHHMMSSZ.db` (never the one just \
+written; other files in `dest` are left alone). With `fresh-for`, a snapshot younger than that counts as \
 done (so a re-run right after a run reports `ok`). Registered result: `path`, `size`, `sha256`, \
 `revision`, `total_keys`, `pruned`.",
     args: &[
@@ -125,7 +127,7 @@ impl Module for EtcdSnapshot {
             .dest
             .join(snapshot::file_name(&spec.prefix, SystemTime::now()));
         let mut info = snapshot::save(&etcd.dialer, &etcd.endpoint, &path).await?;
-        info.pruned = snapshot::keep_last(&spec.dest, &spec.prefix, spec.keep)?;
+        info.pruned = snapshot::keep_last(&spec.dest, &spec.prefix, spec.keep, &path)?;
         let mut out = Outcome::changed(serde_json::to_value(&info).unwrap_or_default());
         out.msg = Some(format!(
             "saved {} ({} bytes{}), verified",
