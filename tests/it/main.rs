@@ -1,3 +1,4 @@
+mod conn_faults;
 mod connection;
 mod etcd;
 mod etcd_lab;

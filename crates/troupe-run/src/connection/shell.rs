@@ -230,12 +230,12 @@ pub fn write_script(path: &str, attrs: &FileAttrs, content: Content<'_>) -> Stri
 }
 
 /// The text sent to the host's control shell to run `cmd` and then report, framed by
-/// `nonce`: the command's exit status on stdout and an end mark on stderr, each on a
-/// line of its own after a newline of ours (so output without a final newline is kept
-/// exactly). The command runs in a subshell with stdin from `/dev/null`, so `exit`,
+/// the request's own `tag`: the tag and the command's exit status on stdout and the tag
+/// on stderr, each on a line of its own after a newline of ours (so output without a
+/// final newline is kept exactly); `connection::control::Frames` parses it. The command runs in a subshell with stdin from `/dev/null`, so `exit`,
 /// `cd`, `umask` or a reader of stdin cannot touch the control shell; a script goes
 /// through `eval` of one quoted word, so even a syntax error in it stays inside.
-pub fn control_request(cmd: &Cmd, nonce: &str) -> String {
+pub fn control_request(cmd: &Cmd, tag: &str) -> String {
     let mut body = String::new();
     if let Some(dir) = &cmd.cwd {
         body.push_str(&format!("cd {} || exit 1; ", quote(dir)));
@@ -247,28 +247,7 @@ pub fn control_request(cmd: &Cmd, nonce: &str) -> String {
         CmdProgram::Argv(argv) => body.push_str(&format!("exec {}", quote_argv(argv))),
         CmdProgram::Script(script) => body.push_str(&format!("eval {}", quote(script))),
     }
-    format!("( {body}\n) </dev/null; r=$?; printf '\\n{nonce} %d\\n' \"$r\"; printf '\\n{nonce}\\n' >&2\n")
-}
-
-/// The end of a control request's answer in `stdout`: the command's own output
-/// length and its exit status, once the status line has arrived.
-pub fn control_status(stdout: &[u8], nonce: &str) -> Option<(usize, i32)> {
-    let mark = format!("\n{nonce} ");
-    let at = find(stdout, mark.as_bytes())?;
-    let rest = &stdout[at + mark.len()..];
-    let eol = rest.iter().position(|b| *b == b'\n')?;
-    let code = std::str::from_utf8(&rest[..eol]).ok()?.parse().ok()?;
-    Some((at, code))
-}
-
-/// Where the end mark of a control request's answer starts in `stderr`, once it has
-/// arrived.
-pub fn control_stderr_end(stderr: &[u8], nonce: &str) -> Option<usize> {
-    find(stderr, format!("\n{nonce}\n").as_bytes())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    format!("( {body}\n) </dev/null; r=$?; printf '\\n{tag} %d\\n' \"$r\"; printf '\\n{tag}\\n' >&2\n")
 }
 
 #[cfg(test)]
@@ -416,20 +395,5 @@ mod tests {
         assert!(r.contains(") </dev/null; r=$?;"), "{r}");
         assert!(r.ends_with("printf '\\nN0NCE\\n' >&2\n"), "{r}");
         assert!(control_request(&Cmd::argv(["ls", "a b"]), "N").starts_with("( exec ls 'a b'\n)"));
-
-        assert_eq!(control_status(b"out\n\nN0NCE 3\n", "N0NCE"), Some((4, 3)));
-        assert_eq!(control_status(b"no newline\nN0NCE 0\n", "N0NCE"), Some((10, 0)));
-        assert_eq!(
-            control_status(b"\nN0NCE 3", "N0NCE"),
-            None,
-            "status line not complete"
-        );
-        assert_eq!(
-            control_status(b"N0NCE 3\n", "N0NCE"),
-            None,
-            "ours starts with a newline"
-        );
-        assert_eq!(control_stderr_end(b"err\nN0NCE\n", "N0NCE"), Some(3));
-        assert_eq!(control_stderr_end(b"err\nN0NCE", "N0NCE"), None);
     }
 }

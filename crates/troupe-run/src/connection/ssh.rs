@@ -21,7 +21,7 @@ use russh::keys::{HashAlg, PublicKey};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
-use super::control::{ControlError, ControlShell};
+use super::control::{Abandoned, ControlError, ControlShell};
 use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
 use troupe_dsl::model::{ConnSettings, Host};
 
@@ -29,6 +29,9 @@ use troupe_dsl::model::{ConnSettings, Host};
 /// default `MaxSessions` is 10; stay under it so a busy host never refuses a channel.
 const MAX_CHANNELS: usize = 7;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a control shell's abandoned request may take to finish before the shell is
+/// replaced (troupe's own operations take milliseconds).
+const ABANDONED_DRAIN: Duration = Duration::from_secs(2);
 
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +397,32 @@ impl SshConnection {
                     Control::Off
                 }
             };
+        }
+        // A request abandoned here (its caller dropped the future, e.g. on a timeout of
+        // its own) may still answer: read that answer away, or replace the shell.
+        if let Control::Running(shell) = control
+            && let Some(abandoned) = shell.abandoned()
+        {
+            let drained = match abandoned {
+                Abandoned::Drain => {
+                    shell
+                        .drain(timeout.unwrap_or(ABANDONED_DRAIN).min(ABANDONED_DRAIN))
+                        .await
+                }
+                Abandoned::Replace => Err(ControlError::Timeout),
+            };
+            if drained.is_err() {
+                if let Control::Running(old) = std::mem::replace(control, Control::NotStarted) {
+                    tracing::debug!(
+                        "{}: replacing a control shell with an abandoned request",
+                        self.host
+                    );
+                    let pid = old.pid();
+                    old.close().await;
+                    self.kill_remote(pid).await;
+                }
+                return Box::pin(self.run_in_control(control, cmd)).await;
+            }
         }
         let Control::Running(shell) = control else {
             return None;
