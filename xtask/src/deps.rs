@@ -26,6 +26,16 @@ pub const NEEDED: &[(&str, &str)] = &[
     ("ss", "iproute2"),
 ];
 
+/// Files the build needs that no command stands for, and the package that provides each.
+/// `protobuf-compiler` installed with `--no-install-recommends` brings `protoc` but not
+/// the well-known `.proto` files etcd-client's build script imports: without this check
+/// a fresh machine passes the command check and then fails to build
+/// (`google/protobuf/descriptor.proto: File not found`).
+pub const NEEDED_FILES: &[(&str, &str)] = &[
+    ("/usr/include/google/protobuf/descriptor.proto", "libprotobuf-dev"),
+    ("/usr/include/google/protobuf/timestamp.proto", "libprotobuf-dev"),
+];
+
 /// Everything installed in one go (also what the message for non-root users shows).
 /// `runit` only: `runit-run`/`runit-init` would try to become the init system.
 pub const PACKAGES: &[&str] = &[
@@ -35,6 +45,7 @@ pub const PACKAGES: &[&str] = &[
     "etcd-client",
     "golang-cfssl",
     "protobuf-compiler",
+    "libprotobuf-dev",
     "runit",
     "openssl",
     "iproute2",
@@ -61,13 +72,18 @@ pub fn find_command(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The commands from [`NEEDED`] that are not installed.
-pub fn missing_commands() -> Vec<&'static str> {
-    NEEDED
+/// What is missing of [`NEEDED`] (commands) and [`NEEDED_FILES`] (paths), each with
+/// the package that provides it.
+pub fn missing() -> Vec<(&'static str, &'static str)> {
+    let commands = NEEDED
         .iter()
         .filter(|(cmd, _)| find_command(cmd).is_none())
-        .map(|(cmd, _)| *cmd)
-        .collect()
+        .copied();
+    let files = NEEDED_FILES
+        .iter()
+        .filter(|(path, _)| !Path::new(path).is_file())
+        .copied();
+    commands.chain(files).collect()
 }
 
 pub fn is_root() -> bool {
@@ -91,27 +107,23 @@ fn install_command() -> String {
 /// Make sure every needed command exists, installing the Debian packages when we are
 /// root. Prints what it does; fails with the exact command to run otherwise.
 pub fn ensure_packages() -> Result<()> {
-    let missing = missing_commands();
+    let missing = missing();
     if missing.is_empty() {
         eprintln!(
-            "deps: all needed tools are installed ({} commands checked)",
-            NEEDED.len()
+            "deps: all needed tools are installed ({} commands and {} files checked)",
+            NEEDED.len(),
+            NEEDED_FILES.len()
         );
         warn_about_system_services();
         return Ok(());
     }
-    let pkgs: Vec<&str> = {
-        let mut v: Vec<&str> = NEEDED
-            .iter()
-            .filter(|(c, _)| missing.contains(c))
-            .map(|(_, p)| *p)
-            .collect();
-        v.dedup();
-        v
-    };
+    let names: Vec<&str> = missing.iter().map(|(what, _)| *what).collect();
+    let mut pkgs: Vec<&str> = missing.iter().map(|(_, pkg)| *pkg).collect();
+    pkgs.sort_unstable();
+    pkgs.dedup();
     eprintln!(
-        "deps: missing commands: {} (packages: {})",
-        missing.join(", "),
+        "deps: missing: {} (packages: {})",
+        names.join(", "),
         pkgs.join(", ")
     );
     if !is_root() {
@@ -131,7 +143,7 @@ pub fn ensure_packages() -> Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(PACKAGES),
     )?;
-    let still = missing_commands();
+    let still: Vec<&str> = self::missing().iter().map(|(what, _)| *what).collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(", "));
     }
@@ -162,5 +174,19 @@ pub fn warn_about_system_services() {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ensure_packages` installs [`PACKAGES`] when anything is missing: a package named
+    /// for a command or file but left out of that list would never be installed.
+    #[test]
+    fn every_needed_package_is_installed() {
+        for (what, pkg) in NEEDED.iter().chain(NEEDED_FILES) {
+            assert!(PACKAGES.contains(pkg), "{what} needs {pkg}, which PACKAGES does not install");
+        }
     }
 }
