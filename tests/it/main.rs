@@ -6,5 +6,6 @@ mod pki;
 mod run_basic;
 mod run_errors;
 mod run_flow;
+mod run_masking;
 mod run_secrets;
 mod run_util;

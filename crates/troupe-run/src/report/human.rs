@@ -8,6 +8,10 @@
 //! phased role such as etcd-node skips most of its tasks on most hosts, and listing
 //! each one buried the few lines that matter. A task whose every host skipped prints
 //! nothing at all, header included.
+//!
+//! Every line goes out through [`escape_controls`]: what a host printed (a command's
+//! stderr in an error, a debug message) could otherwise set the window title, write the
+//! clipboard (OSC 52) or erase a `failed:` line and paint a fake `ok:` over it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -90,6 +94,7 @@ impl<W: Write + Send> State<W> {
     }
 
     fn line(&mut self, text: &str) {
+        let text = &escape_controls(text);
         match &self.bar {
             Some(bar) => bar.suspend(|| {
                 let _ = writeln!(self.out, "{text}");
@@ -184,6 +189,27 @@ fn result_line(status: Status, hosts: &str, r: &HostResult) -> String {
         line.push_str(" (failure ignored)");
     }
     line
+}
+
+/// `text` with every control character but newline and tab shown as an escape (`\e`,
+/// `\r`, `\x07`, `\u{9b}`), so that nothing a host printed reaches the terminal as a
+/// command. Newline and tab keep the layout; everything else prints as text.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\x1b' => out.push_str("\\e"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn indent(text: &str, prefix: &str) -> String {
@@ -400,6 +426,32 @@ mod tests {
         TASK [Everywhere] site.kdl:1:1
         changed: [podc01]
         changed: [podc02]
+        ");
+    }
+
+    #[test]
+    fn control_sequences_from_hosts_are_shown_escaped() {
+        let human = Human::new(Vec::new(), false);
+        human.event(&Event::TaskStart {
+            play: "p".into(),
+            task: "Print".into(),
+            loc: "site.kdl:1:1".into(),
+            handler: false,
+            hosts: vec!["podc01".into()],
+        });
+        let mut r = result("podc01", Status::Failed, None);
+        r.error = Some(crate::report::ErrorInfo::plain(
+            "stderr:\n\x1b]0;owned\x07\x1b[2K\rok: [podc01]\n\x1b]52;c;cm0gLXJmIH4=\x07\tend\u{9b}31m",
+        ));
+        human.event(&Event::HostResult(r));
+        let text = String::from_utf8(human.into_inner()).unwrap();
+        assert!(!text.contains(['\x1b', '\r', '\x07', '\u{9b}']), "{text:?}");
+        insta::assert_snapshot!(text, @r"
+        TASK [Print] site.kdl:1:1
+        failed: [podc01]
+            stderr:
+            \e]0;owned\x07\e[2K\rok: [podc01]
+            \e]52;c;cm0gLXJmIH4=\x07	end\u{9b}31m
         ");
     }
 
