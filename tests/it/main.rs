@@ -2,6 +2,7 @@ mod conn_faults;
 mod connection;
 mod etcd;
 mod etcd_lab;
+mod lab;
 mod pki;
 mod run_basic;
 mod run_errors;

@@ -186,7 +186,10 @@ mod tests {
     #[test]
     fn every_needed_package_is_installed() {
         for (what, pkg) in NEEDED.iter().chain(NEEDED_FILES) {
-            assert!(PACKAGES.contains(pkg), "{what} needs {pkg}, which PACKAGES does not install");
+            assert!(
+                PACKAGES.contains(pkg),
+                "{what} needs {pkg}, which PACKAGES does not install"
+            );
         }
     }
 }

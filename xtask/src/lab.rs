@@ -15,9 +15,12 @@
 //! NAME/state              one line per started host: pids and namespace ids
 //! NAME/podc01/            sshd_config, host key, sshd.log, and the bind-mounted dirs
 //! ```
-//! `down` stops exactly the processes living in the lab hosts' namespaces (recorded at
-//! `up`: sshd, its runsvdir, runit services, anything started over SSH); the bind
-//! mounts disappear with the last of them.
+//! `down` stops exactly the processes of the lab's hosts (sshd, its runsvdir, runit
+//! services, anything started over SSH, reparented or not); the bind mounts disappear
+//! with the last of them. A process belongs to host H of lab L when its mount table
+//! holds H's bind mount of `L/H/etc-kubernetes` (see [`LabHost::owns`]). Namespace
+//! inode numbers alone cannot say that: the kernel reuses them at once, so a dead
+//! host's recorded number soon names another lab's live host.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,18 +51,43 @@ pub const MOUNTS: &[(&str, &str)] = &[
 /// One lab host as recorded in the state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabHost {
+    /// The lab this host belongs to: with `name`, what makes its processes its own.
+    pub lab: String,
     pub name: String,
     pub address: String,
     pub sshd_pid: u32,
     pub runsvdir_pid: Option<u32>,
-    /// `mnt:[4026532177]`: identifies the host's namespace even after its sshd died.
+    /// `mnt:[4026532177]` at `up`: a cheap first filter only, since the number is
+    /// reused as soon as the namespace dies ([`LabHost::owns`] decides).
     pub mnt_ns: String,
     pub uts_ns: String,
 }
 
 impl LabHost {
     pub fn sshd_alive(&self) -> bool {
-        pid_in_ns(self.sshd_pid, &self.mnt_ns)
+        self.alive(self.sshd_pid)
+    }
+
+    /// Whether `pid` is alive and a process of this host (pids get reused too).
+    pub fn alive(&self, pid: u32) -> bool {
+        proc_ns(pid, "mnt").as_deref() == Some(self.mnt_ns.as_str()) && !is_zombie(pid) && self.owns(pid)
+    }
+
+    /// Whether process `pid` lives on this host: its mount table has this host's bind
+    /// mount of `LAB_ROOT/<lab>/<host>/etc-kubernetes` on `/etc/kubernetes`. Lab and
+    /// host names are part of that path and never shared, so unlike a namespace inode
+    /// number this cannot name another lab's process, however the kernel reuses
+    /// numbers, and it survives reparenting (a daemon started over SSH still has it).
+    pub fn owns(&self, pid: u32) -> bool {
+        let (sub, target) = MOUNTS[0];
+        let suffix = format!("/{}/{}/{sub}", self.lab, self.name);
+        fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|table| {
+            table.lines().any(|line| {
+                let mut f = line.split(' ');
+                let (root, mount_point) = (f.nth(3), f.next());
+                mount_point == Some(target) && root.is_some_and(|r| r.ends_with(&suffix))
+            })
+        })
     }
 }
 
@@ -199,8 +227,9 @@ pub fn load(name: &str) -> Result<Option<LabInfo>> {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             ["octet", o] => octet = Some(o.parse()?),
-            ["host", name, address, sshd, runsvdir, mnt, uts] => hosts.push(LabHost {
-                name: name.to_string(),
+            ["host", host, address, sshd, runsvdir, mnt, uts] => hosts.push(LabHost {
+                lab: name.to_string(),
+                name: host.to_string(),
                 address: address.to_string(),
                 sshd_pid: sshd.parse()?,
                 runsvdir_pid: runsvdir.parse().ok(),
@@ -323,7 +352,7 @@ pub fn up(name: &str, n: usize) -> Result<LabInfo> {
         writeln!(known_hosts, "{address} {kind} {b64}")?;
         fs::write(hdir.join("sshd_config"), sshd_config(&dir, &hdir, &address))?;
 
-        let started = start_host(&hdir, &host).with_context(|| {
+        let started = start_host(name, &hdir, &host).with_context(|| {
             format!(
                 "start {host} ({address}); see {}",
                 hdir.join("sshd.log").display()
@@ -404,7 +433,7 @@ fn sh_quote(s: &str) -> String {
 /// becomes our zombie) runs `unshare`, which without `--fork` execs the inner script in
 /// the new namespaces; the script bind-mounts the host's directories, sets the
 /// hostname, starts the host's runsvdir and execs sshd, keeping the pid it wrote.
-fn start_host(hdir: &Path, host: &str) -> Result<LabHost> {
+fn start_host(lab: &str, hdir: &Path, host: &str) -> Result<LabHost> {
     let q = |p: &Path| sh_quote(&p.display().to_string());
     let mut inner = String::from("set -e\n");
     for (sub, target) in MOUNTS {
@@ -459,6 +488,7 @@ fn start_host(hdir: &Path, host: &str) -> Result<LabHost> {
             let uts = fs::read_link(format!("/proc/{sshd}/ns/uts"));
             if let (Ok(mnt), Ok(uts)) = (mnt, uts) {
                 return Ok(LabHost {
+                    lab: lab.to_string(),
                     name: host.to_string(),
                     address: String::new(),
                     sshd_pid: sshd,
@@ -546,8 +576,8 @@ pub fn down(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Stop every process living in `hosts`' namespaces: TERM (runsvdir/runsv stop their
-/// services on TERM too), then KILL what is left after 5 s. Returns how many there were.
+/// Stop every process of `hosts` ([`processes_in`]): TERM (runsv stops its service on
+/// TERM too; runsvdir gets KILL at once), then KILL what is left after 5 s. Returns how many there were.
 fn stop_processes(label: &str, hosts: &[LabHost]) -> usize {
     let pids: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
     if pids.is_empty() {
@@ -559,7 +589,14 @@ fn stop_processes(label: &str, hosts: &[LabHost]) -> usize {
         pids.len(),
         hosts.len()
     );
-    signal(&pids, "TERM");
+    // runsvdir acts on TERM only at its next scan, up to 5 s later, and has nothing to
+    // flush: KILL it. The runsv processes (own sessions, `-P`) get TERM like everyone
+    // else and stop their services themselves.
+    let (runsvdirs, others): (Vec<u32>, Vec<u32>) = pids
+        .iter()
+        .partition(|&&p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "runsvdir"));
+    signal(&others, "TERM");
+    signal(&runsvdirs, "KILL");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
@@ -681,12 +718,6 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-/// Whether `pid` is alive and still the process in that mount namespace (pids get
-/// reused; namespace ids of a living namespace do not).
-pub fn pid_in_ns(pid: u32, mnt_ns: &str) -> bool {
-    proc_ns(pid, "mnt").as_deref() == Some(mnt_ns) && !is_zombie(pid)
-}
-
 fn all_pids() -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -695,17 +726,15 @@ fn all_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Every live process in the host's mount and UTS namespaces (never this process).
+/// Every live process of host `h` (never this process): those in the mount namespace
+/// recorded at `up` that [`LabHost::owns`] (the number alone may be another lab's by
+/// now).
 pub fn processes_in(h: &LabHost) -> Vec<u32> {
     let me = std::process::id();
     all_pids()
         .into_iter()
         .filter(|&p| p != me)
-        .filter(|&p| {
-            proc_ns(p, "mnt").as_deref() == Some(h.mnt_ns.as_str())
-                && proc_ns(p, "uts").as_deref() == Some(h.uts_ns.as_str())
-                && !is_zombie(p)
-        })
+        .filter(|&p| proc_ns(p, "mnt").as_deref() == Some(h.mnt_ns.as_str()) && !is_zombie(p) && h.owns(p))
         .collect()
 }
 
@@ -769,7 +798,7 @@ pub fn status(name: Option<&str>) -> Result<()> {
         );
         for h in &info.hosts {
             let alive = h.sshd_alive();
-            let runsvdir_alive = h.runsvdir_pid.is_some_and(|p| pid_in_ns(p, &h.mnt_ns));
+            let runsvdir_alive = h.runsvdir_pid.is_some_and(|p| h.alive(p));
             let state = match (alive, runsvdir_alive) {
                 (true, true) => "alive".to_string(),
                 (true, false) => "alive (runsvdir dead)".to_string(),
@@ -860,6 +889,7 @@ mod tests {
             octet: 7,
             hosts: (1..=2)
                 .map(|i| LabHost {
+                    lab: "x".into(),
                     name: host_name(i),
                     address: host_address(7, i),
                     sshd_pid: 1,
