@@ -1,3 +1,4 @@
+mod bad_input;
 mod conn_faults;
 mod connection;
 mod etcd;

@@ -223,6 +223,23 @@ pub enum DslError {
         span: Option<SourceSpan>,
     },
 
+    #[error("{what} `{path}` is not UTF-8: byte 0x{byte:02x} at line {line}, column {column}")]
+    #[diagnostic(
+        code(troupe::dsl::not_utf8),
+        help(
+            "troupe reads playbooks, inventories and vars files as UTF-8 text: re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or remove the stray byte"
+        )
+    )]
+    NotUtf8 {
+        what: &'static str,
+        path: String,
+        byte: u8,
+        line: usize,
+        column: usize,
+        #[label("not UTF-8")]
+        span: SourceSpan,
+    },
+
     #[error("`{path}` includes itself")]
     #[diagnostic(
         code(troupe::dsl::include_cycle),

@@ -110,12 +110,81 @@ pub fn __fast_path_agrees_with_kdl(text: &str) -> Result<(), String> {
 }
 
 fn read_top(path: &Path, what: &'static str) -> Result<String, miette::Report> {
-    decode::read(path).map_err(|message| {
-        miette::Report::new(DslError::Io {
+    decode::read(path).map_err(|e| match e {
+        decode::ReadError::Io(message) => miette::Report::new(DslError::Io {
             what,
             path: path.display().to_string(),
             message,
             span: None,
-        })
+        }),
+        decode::ReadError::NotUtf8(bad) => {
+            let (file, error) = bad.problem(path, what);
+            let mut problems = errors::Problems::default();
+            let idx = problems.add_file(&file);
+            problems.push(idx, error);
+            match problems.finish(&path.display().to_string()) {
+                Err(report) => report,
+                Ok(()) => unreachable!("a problem was pushed"),
+            }
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(report: &miette::Report) -> String {
+        let mut out = String::new();
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(100)
+            .render_report(&mut out, report.as_ref())
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_playbook_that_is_not_utf8_is_located_at_its_first_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("play.kdl");
+        std::fs::write(
+            &path,
+            b"play \"x\" hosts=all {\n    task \"caf\xe9\" { debug msg=\"a\" }\n}\n",
+        )
+        .unwrap();
+        let report = load_playbook(&path, &[], &LoadOptions::default()).unwrap_err();
+        let text = rendered(&report);
+        assert!(text.contains("troupe::dsl::not_utf8"), "{text}");
+        assert!(
+            text.contains("is not UTF-8: byte 0xe9 at line 2, column 14"),
+            "{text}"
+        );
+        assert!(text.contains("play.kdl:2:14"), "the snippet is located: {text}");
+    }
+
+    #[test]
+    fn an_included_file_that_is_not_utf8_is_reported_against_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("play.kdl");
+        std::fs::write(&path, "play \"x\" hosts=all {\n    include \"more.kdl\"\n}\n").unwrap();
+        std::fs::write(dir.path().join("more.kdl"), b"// ok\n\xff\xfe task\n").unwrap();
+        let report = load_playbook(&path, &[], &LoadOptions::default()).unwrap_err();
+        let text = rendered(&report);
+        assert!(text.contains("byte 0xff at line 2, column 1"), "{text}");
+        assert!(text.contains("more.kdl:2:1"), "{text}");
+    }
+
+    #[test]
+    fn inventories_and_vars_files_that_are_not_utf8_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.kdl");
+        std::fs::write(&path, b"host a address=\"127.0.0.1\" // \xc3(\n").unwrap();
+        let text = rendered(&load_inventory(&path).unwrap_err());
+        assert!(
+            text.contains("inventory") && text.contains("line 1, column 31"),
+            "{text}"
+        );
+        let text = rendered(&load_vars_file(&path).unwrap_err());
+        assert!(text.contains("vars file") && text.contains("byte 0xc3"), "{text}");
+    }
 }

@@ -34,7 +34,7 @@ use minijinja::Environment;
 use crate::LoadOptions;
 use crate::args::{is_template, module_args};
 use crate::decode::value::{check_identifier, node_value, vars_node};
-use crate::decode::{Cx, read};
+use crate::decode::{Cx, ReadError, read};
 use crate::errors::{DslError, Problems, suggest};
 use crate::model::{
     Expr, HostPattern, Inventory, Loop, Play, Playbook, RoleRef, Serial, Sources, Task, Vars,
@@ -720,7 +720,12 @@ impl<'a> Loader<'a> {
                 self.sources.files.insert(file.path.clone(), file.text.clone());
                 Some(file)
             }
-            Err(message) => {
+            Err(ReadError::NotUtf8(bad)) => {
+                let (file, error) = bad.problem(path, what);
+                cx.in_file(file, |cx| cx.error(error));
+                None
+            }
+            Err(ReadError::Io(message)) => {
                 cx.error(DslError::Io {
                     what,
                     path: path.display().to_string(),

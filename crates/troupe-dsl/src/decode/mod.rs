@@ -308,9 +308,63 @@ impl Cx {
     }
 }
 
-/// Reads a file for a loader; a failure is a problem to report, not a panic.
-pub(crate) fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+/// Why a loader could not get a file's text.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The file could not be read at all (missing, a folder, no permission).
+    Io(String),
+    /// The file was read but is not UTF-8: [`NotUtf8::problem`] locates the first bad byte.
+    NotUtf8(NotUtf8),
+}
+
+/// A file that is not UTF-8, kept (lossily decoded) so its report can show where.
+#[derive(Debug)]
+pub(crate) struct NotUtf8 {
+    /// The text with every invalid sequence replaced by U+FFFD. Up to `offset` it is
+    /// byte for byte the file, so the offset and the line index stay right.
+    lossy: String,
+    /// Byte offset of the first invalid byte.
+    offset: usize,
+    /// That byte's value, shown in the message.
+    byte: u8,
+}
+
+impl NotUtf8 {
+    fn new(bytes: &[u8], err: std::str::Utf8Error) -> NotUtf8 {
+        let offset = err.valid_up_to();
+        NotUtf8 {
+            lossy: String::from_utf8_lossy(bytes).into_owned(),
+            offset,
+            byte: bytes[offset],
+        }
+    }
+
+    /// The file as the problems report shows it, and the problem to push against it.
+    pub(crate) fn problem(self, path: &Path, what: &'static str) -> (Arc<SourceFile>, DslError) {
+        let file = Arc::new(SourceFile::new(path, &self.lossy));
+        let (line, column) = file.line_col(self.offset);
+        let error = DslError::NotUtf8 {
+            what,
+            path: path.display().to_string(),
+            byte: self.byte,
+            line,
+            column,
+            // the replacement character U+FFFD is 3 bytes long in the lossy text
+            span: SourceSpan::from(self.offset..self.offset + '\u{fffd}'.len_utf8()),
+        };
+        (file, error)
+    }
+}
+
+/// Reads a file for a loader; a failure is a problem to report, not a panic. A file
+/// that is not UTF-8 is reported with the line and column of its first bad byte (the
+/// standard library's "stream did not contain valid UTF-8" names no place).
+pub(crate) fn read(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(|e| ReadError::Io(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let utf8 = e.utf8_error();
+        ReadError::NotUtf8(NotUtf8::new(e.as_bytes(), utf8))
+    })
 }
 
 fn clamp(span: SourceSpan, len: usize) -> SourceSpan {
