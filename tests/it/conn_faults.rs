@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::{RngExt as _, SeedableRng as _};
+use rand::{Rng as _, RngExt as _, SeedableRng as _};
 use sha2::{Digest as _, Sha256};
 use troupe_run::connection::ssh::SshConnection;
 use troupe_run::connection::{Cmd, Connection, FileAttrs, FileKind};
@@ -147,4 +147,121 @@ async fn abandoned_control_requests_never_answer_later_ones() {
             None => assert!(!out.status.success(), "{path} should not exist"),
         }
     }
+}
+
+/// Regression (issue 11.2): content too large (or not text) for the control shell goes
+/// over a session's stdin to `cat > TEMP`, then `mv`. A troupe killed mid-transfer
+/// closes that stdin, `cat` took the early end for the end of the file, and a 200 MB
+/// target was replaced by its first 26 MB. Here troupe is killed (SIGKILL) at 5 random
+/// points of a 200 MB copy, each time copying the file the target is not: the target
+/// is always exactly one of the two, and after a run that completes no temp file
+/// remains.
+#[test]
+fn a_copy_killed_midway_leaves_the_old_or_the_new_file() {
+    const SIZE: usize = 200 * 1024 * 1024;
+    let lab = Lab::shared();
+    let dir = lab.scratch("conn_killed_copy");
+    let on_controller = lab.host_path("podc01", "/srv").join("tests/conn_killed_copy");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(0x11_02);
+    // Two sources that differ everywhere: random bytes, no holes.
+    let sources: Vec<(String, String)> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let mut data = vec![0u8; SIZE];
+            rng.fill_bytes(&mut data);
+            let path = tmp.path().join(n);
+            std::fs::write(&path, &data).unwrap();
+            (path.display().to_string(), sha256_hex(&data))
+        })
+        .collect();
+    let play = tmp.path().join("play.kdl");
+    std::fs::write(
+        &play,
+        format!(
+            r#"play "Big" hosts=podc01 {{
+    task "big file" {{ copy src="{{{{ src }}}}" dest="{dir}/big" }}
+}}"#
+        ),
+    )
+    .unwrap();
+    let inventory = lab.inventory_path();
+    let troupe = |src: &str| {
+        let mut cmd = lab.troupe_cmd();
+        cmd.args(["run", play.to_str().unwrap(), "-i", inventory.to_str().unwrap()])
+            .args(["-e", &format!("src={src}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let target_sha = || {
+        let out = lab.ssh_ok("podc01", &format!("sha256sum < {dir}/big"));
+        out.split_whitespace().next().unwrap_or_default().to_string()
+    };
+    let temp_files = || -> Vec<(String, u64)> {
+        std::fs::read_dir(&on_controller)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                let len = e.metadata().ok()?.len();
+                name.starts_with(".big.troupe-tmp.").then_some((name, len))
+            })
+            .collect()
+    };
+
+    let first = troupe(&sources[0].0).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(target_sha(), sources[0].1);
+
+    for round in 0..5 {
+        let now = target_sha();
+        let old = sources
+            .iter()
+            .position(|(_, sha)| *sha == now)
+            .unwrap_or_else(|| panic!("round {round}: the target is neither file (sha256 {now})"));
+        let (src, new_sha) = &sources[1 - old];
+        // Somewhere between the first bytes and the last, or just after the last.
+        let kill_at = (SIZE as f64 * rng.random_range(0.02..1.0)) as u64;
+        let mut child = troupe(src).spawn().unwrap();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let arrived = temp_files().iter().map(|(_, len)| *len).max().unwrap_or(0);
+            if arrived >= kill_at {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let after = target_sha();
+        assert!(
+            after == now || after == *new_sha,
+            "round {round}: killed at {kill_at} of {SIZE} bytes, the target is neither the old nor the new file (sha256 {after})"
+        );
+    }
+
+    let now = target_sha();
+    let (src, new_sha) = sources.iter().find(|(_, sha)| *sha != now).unwrap();
+    let last = troupe(src).output().unwrap();
+    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    assert_eq!(target_sha(), *new_sha);
+    // A shell of a killed run may still be finding out that its transfer was cut off;
+    // it then removes its temp file, and the run above removed any left by a shell
+    // that is gone. Wait for that, boundedly.
+    let mut left = temp_files();
+    for _ in 0..300 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = temp_files();
+    }
+    assert!(left.is_empty(), "temp files survived: {left:?}");
 }

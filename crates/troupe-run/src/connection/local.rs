@@ -114,7 +114,7 @@ impl Connection for LocalConnection {
     async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
         let out = self
             .exec(
-                &Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin))
+                &Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin(contents)))
                     .stdin(contents.to_vec()),
             )
             .await?;
@@ -199,6 +199,73 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("my file.conf")]);
+    }
+
+    /// Regression (issue 11.2): a stdin that ends early (troupe killed, connection
+    /// lost) looked to `cat` like the end of the file, and the truncated temp file
+    /// was renamed over the target.
+    #[tokio::test]
+    async fn a_transfer_cut_off_is_never_renamed_into_place() {
+        let dir = temp_dir();
+        let path = dir.path().join("big").display().to_string();
+        std::fs::write(&path, b"old content\n").unwrap();
+        let conn = LocalConnection::new("localhost");
+        let new: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for arrived in [&new[..0], &new[..40_000], &new[..new.len() - 1]] {
+            let script = shell::write_script(&path, &FileAttrs::default(), shell::Content::Stdin(&new));
+            let out = conn
+                .exec(&Cmd::script(script).stdin(arrived.to_vec()))
+                .await
+                .unwrap();
+            assert_ne!(out.exit_code, 0, "{} bytes arrived", arrived.len());
+            assert!(
+                out.stderr_str()
+                    .contains(&format!("{} of {} bytes arrived", arrived.len(), new.len())),
+                "{}",
+                out.stderr_str()
+            );
+            assert_eq!(std::fs::read(&path).unwrap(), b"old content\n");
+            assert_eq!(
+                std::fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "temp file left"
+            );
+        }
+        // Same size, other bytes: the SHA-256 catches it.
+        let mut other = new.clone();
+        other[7] ^= 1;
+        let script = shell::write_script(&path, &FileAttrs::default(), shell::Content::Stdin(&new));
+        let out = conn.exec(&Cmd::script(script).stdin(other)).await.unwrap();
+        assert!(out.stderr_str().contains("SHA-256"), "{}", out.stderr_str());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old content\n");
+        conn.write_file(&path, &new, &FileAttrs::default()).await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+    }
+
+    /// A temp file whose writer was killed before its trap ran is removed by the next
+    /// write of the same path; a live writer's, and other files' temp files, are not.
+    #[tokio::test]
+    async fn the_next_write_removes_only_dead_writers_temp_files() {
+        let dir = temp_dir();
+        let at = |n: &str| dir.path().join(n);
+        // Above the kernel's largest pid_max: no such process.
+        let dead = format!(".f.troupe-tmp.{}.00ff", 4_194_304 + 1);
+        let live = format!(".f.troupe-tmp.{}.00ee", std::process::id());
+        let other = ".g.troupe-tmp.999999999.00dd";
+        for n in [dead.as_str(), live.as_str(), other] {
+            std::fs::write(at(n), b"partial").unwrap();
+        }
+        let conn = LocalConnection::new("localhost");
+        let path = at("f").display().to_string();
+        conn.write_file(&path, &[0xff; 10], &FileAttrs::default())
+            .await
+            .unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![live.clone(), other.to_string(), "f".to_string()]);
     }
 
     #[tokio::test]

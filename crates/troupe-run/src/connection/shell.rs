@@ -125,10 +125,13 @@ pub fn parse_stat(stdout: &str) -> Result<Option<FileStat>, String> {
 /// Where the bytes of a [`write_script`] come from.
 #[derive(Debug, Clone, Copy)]
 pub enum Content<'a> {
-    /// The command's stdin (any bytes, any size).
-    Stdin,
+    /// The command's stdin (any bytes, any size): these bytes. The script checks that
+    /// exactly they arrived before it renames anything, because a stdin that ends
+    /// early (troupe killed, the connection lost) looks to `cat` like a normal end.
+    Stdin(&'a [u8]),
     /// Inside the script itself, for text without NUL bytes: needs no stdin, so it can
-    /// run in the host's control shell (see `connection::control`).
+    /// run in the host's control shell (see `connection::control`). Nothing to verify:
+    /// a script cut off in transit ends inside an open quote and never runs.
     Inline(&'a str),
 }
 
@@ -153,37 +156,59 @@ pub fn kind_of(raw: u32) -> FileKind {
     }
 }
 
+/// What the temp files of writes to the file named `name` start with, in the same
+/// directory: `.NAME.troupe-tmp.`, then the writing shell's pid and a random part.
+/// Recognisable as troupe's and as belonging to that one file, so a later write of the
+/// same path can remove what an interrupted one left.
+pub fn temp_prefix(name: &str) -> String {
+    format!(".{name}.troupe-tmp.")
+}
+
 /// Replace `path` atomically in ONE round trip: a new temp file in the same directory
 /// (so `mv` is a rename), owner/group/mode from `attrs` or else copied from the file
 /// being replaced (new files get the umask default), `sync`, `mv -f`, `sync` of the
 /// directory. The temp file is removed on any failure or signal.
+///
+/// Content from stdin is renamed into place only when the temp file has exactly the
+/// size and SHA-256 of what was sent (both computed here, checked on the host): a
+/// troupe killed mid-transfer or a dropped connection ends `cat`'s input early, and a
+/// truncated file must never replace a good one. A temp file whose shell was killed
+/// before its trap could remove it ([`temp_prefix`] names carry that shell's pid) is
+/// removed by the next write of the same path.
 ///
 /// Every program started here costs the host a fork and exec on every changed file,
 /// so the shell's builtins do what they can: the temp file is created exclusively by
 /// the shell (`set -C`) under a random name, and a mode without x or special bits is
 /// given at creation through the umask instead of a `chmod`.
 pub fn write_script(path: &str, attrs: &FileAttrs, content: Content<'_>) -> String {
-    let dir = match path.rfind('/') {
-        Some(0) => "/",
-        Some(i) => &path[..i],
-        None => ".",
+    let (dir, name) = match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (".", path),
     };
-    let tmp = format!(
-        "{}.troupe-tmp.{:016x}",
-        if dir == "/" {
-            "/".to_string()
-        } else {
-            format!("{dir}/")
-        },
-        rand::random::<u64>()
-    );
+    let slash_dir = if dir == "/" {
+        "/".to_string()
+    } else {
+        format!("{dir}/")
+    };
+    let prefix = format!("{slash_dir}{}", temp_prefix(name));
+    // Stale temp files: a pid (the number after the prefix) that no longer runs. An
+    // unreadable or odd name is no writer's any more either. `kill -0` is refused for
+    // another user's live process, so `/proc` is asked too.
     let mut s = format!(
         "p={p}\n\
          set -e\n\
          if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then echo \"troupe: $p is a directory\" >&2; exit 1; fi\n\
-         t={t}\n",
+         for o in {glob}*; do\n\
+         [ -e \"$o\" ] || continue\n\
+         q=${{o##*.troupe-tmp.}}; q=${{q%%.*}}\n\
+         kill -0 \"$q\" 2>/dev/null || [ -d \"/proc/$q\" ] || rm -f -- \"$o\" || :\n\
+         done\n\
+         t={t}$$.{r:016x}\n",
         p = quote(path),
-        t = quote(&tmp),
+        glob = quote(&prefix),
+        t = quote(&prefix),
+        r = rand::random::<u64>(),
     );
     // The mode at creation: exact when the umask can express it, else private until
     // the `chmod` below.
@@ -201,7 +226,19 @@ pub fn write_script(path: &str, attrs: &FileAttrs, content: Content<'_>) -> Stri
          trap 'exit 1' HUP INT TERM PIPE\n",
     );
     match content {
-        Content::Stdin => s.push_str("cat > \"$t\"\n"),
+        Content::Stdin(data) => {
+            use sha2::Digest as _;
+            let size = data.len();
+            let sha = hex::encode(sha2::Sha256::digest(data));
+            // The size first: it is cheap, and a cut-off transfer fails it.
+            s.push_str(&format!(
+                "cat > \"$t\"\n\
+                 n=$(stat -c %s -- \"$t\")\n\
+                 if [ \"$n\" != {size} ]; then echo \"troupe: $p: $n of {size} bytes arrived (transfer cut off); not replaced\" >&2; exit 1; fi\n\
+                 h=$(sha256sum < \"$t\"); h=${{h%% *}}\n\
+                 if [ \"$h\" != {sha} ]; then echo \"troupe: $p: what arrived has SHA-256 $h, not {sha}; not replaced\" >&2; exit 1; fi\n"
+            ));
+        }
         Content::Inline(text) => s.push_str(&format!("printf '%s' {} > \"$t\"\n", quote(text))),
     }
     // Whatever `attrs` leaves open comes from the file being replaced.
@@ -325,9 +362,9 @@ mod tests {
             owner: Some("etcd".into()),
             group: Some("my grp".into()),
         };
-        let s = write_script("/etc/kubernetes/a b.yaml", &attrs, Content::Stdin);
+        let s = write_script("/etc/kubernetes/a b.yaml", &attrs, Content::Stdin(b""));
         assert!(s.contains("p='/etc/kubernetes/a b.yaml'"), "{s}");
-        assert!(s.contains("t=/etc/kubernetes/.troupe-tmp."), "{s}");
+        assert!(s.contains("t='/etc/kubernetes/.a b.yaml.troupe-tmp.'$$."), "{s}");
         assert!(s.contains("chown -- 'etcd:my grp' \"$t\""), "{s}");
         assert!(s.find("chown --").unwrap() < s.find("chmod 4755").unwrap(), "{s}");
         assert!(s.contains("umask 077\n"), "private until the chmod\n{s}");
@@ -341,7 +378,7 @@ mod tests {
                 owner: Some("etcd".into()),
                 ..FileAttrs::default()
             },
-            Content::Stdin,
+            Content::Stdin(b""),
         );
         assert!(
             keep.contains("chown --reference") && keep.contains("chmod --reference"),
@@ -351,8 +388,12 @@ mod tests {
         // rename: no `rm` after a good write, never an `rm` of somebody else's file.
         assert!(s.find("trap 'rm").unwrap() > s.find("set +C").unwrap(), "{s}");
         assert!(s.find("trap - EXIT").unwrap() > s.find("mv -f").unwrap(), "{s}");
-        assert!(write_script("/x", &FileAttrs::default(), Content::Stdin).contains("t=/.troupe-tmp."));
-        assert!(write_script("x", &FileAttrs::default(), Content::Stdin).contains("t=./.troupe-tmp."));
+        assert!(
+            write_script("/x", &FileAttrs::default(), Content::Stdin(b"")).contains("t=/.x.troupe-tmp.$$.")
+        );
+        assert!(
+            write_script("x", &FileAttrs::default(), Content::Stdin(b"")).contains("t=./.x.troupe-tmp.$$.")
+        );
     }
 
     #[test]
@@ -369,8 +410,8 @@ mod tests {
         assert!(!s.contains("mktemp"), "{s}");
         // Two scripts never share a temp name.
         assert_ne!(
-            write_script("/etc/a", &attrs, Content::Stdin),
-            write_script("/etc/a", &attrs, Content::Stdin)
+            write_script("/etc/a", &attrs, Content::Stdin(b"")),
+            write_script("/etc/a", &attrs, Content::Stdin(b""))
         );
     }
 

@@ -801,7 +801,8 @@ impl Connection for SshConnection {
             Some(answer) => answer?,
             None => {
                 self.run(
-                    Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin)).to_shell_line(),
+                    Cmd::script(shell::write_script(path, attrs, shell::Content::Stdin(contents)))
+                        .to_shell_line(),
                     Some(contents.to_vec()),
                     self.command_timeout,
                 )
