@@ -255,8 +255,8 @@ impl ItemResult {
         }
     }
 
-    fn from_task_error(err: &TaskError) -> ItemResult {
-        let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(err));
+    fn from_task_error(env: &Env, err: &TaskError) -> ItemResult {
+        let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(err, &env.masker));
         if let TaskError::Conn(c) = err {
             if c.is_unreachable() {
                 r.status = Status::Unreachable;
@@ -394,8 +394,8 @@ fn aggregate_status(items: &[ItemResult]) -> Status {
     }
 }
 
-fn render_err(e: troupe_render::RenderError) -> ItemResult {
-    ItemResult::failed(ErrorInfo::from_diagnostic(&e))
+fn render_err(env: &Env, e: troupe_render::RenderError) -> ItemResult {
+    ItemResult::failed(ErrorInfo::from_diagnostic(&e, &env.masker))
 }
 
 /// Everything up to the per-item loop: vars, `when`, the loop items, the connection.
@@ -413,7 +413,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
     );
     let vars = match vars::resolve(&env.shared, &renderer, vars) {
         Ok(v) => v,
-        Err(e) => return (vec![render_err(e)], None),
+        Err(e) => return (vec![render_err(env, e)], None),
     };
     // The rendered values of this host's secret vars, before anything can print them.
     for name in &env.secret_names {
@@ -429,7 +429,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
             match renderer.is_true(&when.src, &ctx) {
                 Ok(true) => {}
                 Ok(false) => return (vec![ItemResult::skipped("`when` is false")], None),
-                Err(e) => return (vec![render_err(e)], None),
+                Err(e) => return (vec![render_err(env, e)], None),
             }
         }
     }
@@ -441,7 +441,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
             for item in list {
                 match renderer.render_value(item, &ctx) {
                     Ok(v) => out.push(Some(v)),
-                    Err(e) => return (vec![render_err(e)], None),
+                    Err(e) => return (vec![render_err(env, e)], None),
                 }
             }
             out
@@ -458,7 +458,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
                     None,
                 );
             }
-            Err(e) => return (vec![render_err(e)], None),
+            Err(e) => return (vec![render_err(env, e)], None),
         },
     };
     if items.is_empty() {
@@ -468,7 +468,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
     let delegate = match &task.delegate_to {
         Some(d) => match renderer.render_str(d, &ctx) {
             Ok(name) => Some(name.trim().to_string()),
-            Err(e) => return (vec![render_err(e)], None),
+            Err(e) => return (vec![render_err(env, e)], None),
         },
         None => None,
     };
@@ -486,7 +486,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
             None => c,
         },
         Err(e) => {
-            let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(&*e));
+            let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(&*e, &env.masker));
             if e.is_unreachable() && delegate.is_none() {
                 r.status = Status::Unreachable;
             }
@@ -519,7 +519,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
                         continue;
                     }
                     Err(e) => {
-                        results.push(render_err(e));
+                        results.push(render_err(env, e));
                         break;
                     }
                 }
@@ -589,7 +589,7 @@ async fn run_item(
                 args.insert(name.clone(), v);
             }
             Err(e) => {
-                let mut info = ErrorInfo::from_diagnostic(&e);
+                let mut info = ErrorInfo::from_diagnostic(&e, &env.masker);
                 info.message = format!("argument `{name}` ({}): {}", arg.loc, info.message);
                 info.rendered = format!(
                     "in argument `{name}` ({}):\n{}",
@@ -626,7 +626,7 @@ async fn run_item(
                 insert_result(&mut c, task, &r.data);
                 match renderer.is_true(&until.src, &c) {
                     Ok(v) => v,
-                    Err(e) => return render_err(e),
+                    Err(e) => return render_err(env, e),
                 }
             }
             None => task.retries == 0 || r.status != Status::Failed,
@@ -694,7 +694,7 @@ async fn attempt_once(
 ) -> ItemResult {
     let checked = match module.check(args, cx).await {
         Ok(c) => c,
-        Err(e) => return ItemResult::from_task_error(&e),
+        Err(e) => return ItemResult::from_task_error(env, &e),
     };
     let (outcome, summary, diffs) = match checked {
         DynCheck::Unchanged(outcome) => (outcome, None, Vec::new()),
@@ -739,7 +739,7 @@ async fn attempt_once(
             }
             match module.apply(change, cx).await {
                 Ok(o) => (o, Some(summary), diffs),
-                Err(e) => return ItemResult::from_task_error(&e),
+                Err(e) => return ItemResult::from_task_error(env, &e),
             }
         }
     };
@@ -761,7 +761,7 @@ async fn attempt_once(
         if let Some(cw) = &task.changed_when {
             match renderer.is_true(&cw.src, &c) {
                 Ok(v) => changed = v,
-                Err(e) => return render_err(e),
+                Err(e) => return render_err(env, e),
             }
         }
         if let Some(fw) = &task.failed_when {
@@ -772,7 +772,7 @@ async fn attempt_once(
                     );
                 }
                 Ok(false) => failed_msg = None,
-                Err(e) => return render_err(e),
+                Err(e) => return render_err(env, e),
             }
         }
         data["changed"] = Value::Bool(changed);

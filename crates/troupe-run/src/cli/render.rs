@@ -103,7 +103,7 @@ pub fn main(args: RenderArgs) -> ExitCode {
                     "error in task \"{}\" ({}):\n{}",
                     task.name,
                     show_loc(&task.loc),
-                    masker.mask(&ErrorInfo::from_diagnostic(what).rendered)
+                    ErrorInfo::from_diagnostic(what, masker).rendered
                 );
             };
             let vars = vars::task_vars(&shared, &host, play, task, &registered, &play_hosts);

@@ -51,17 +51,21 @@ pub struct ErrorInfo {
 }
 
 impl ErrorInfo {
-    pub fn from_diagnostic(diag: &dyn miette::Diagnostic) -> Self {
+    /// The error as the user will see it, secrets masked by `masker` first: rendering
+    /// wraps long lines at 100 columns, and a secret split over two lines could no longer
+    /// be found by the [`mask::Masking`] reporter.
+    pub fn from_diagnostic(diag: &dyn miette::Diagnostic, masker: &mask::Masker) -> Self {
+        let diag = mask::MaskedDiagnostic::new(diag, masker);
         let mut rendered = String::new();
         let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
             .with_width(100);
-        if handler.render_report(&mut rendered, diag).is_err() {
+        if handler.render_report(&mut rendered, &diag).is_err() {
             rendered = diag.to_string();
         }
         ErrorInfo {
             message: diag.to_string(),
-            code: diag.code().map(|c| c.to_string()),
-            help: diag.help().map(|h| h.to_string()),
+            code: miette::Diagnostic::code(&diag).map(|c| c.to_string()),
+            help: miette::Diagnostic::help(&diag).map(|h| h.to_string()),
             rendered,
         }
     }
