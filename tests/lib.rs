@@ -236,6 +236,25 @@ pub fn troupe_bin() -> PathBuf {
             .unwrap_or("debug");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // Cargo runs this test with variables of its own (`CARGO_PKG_*`,
+        // `CARGO_MANIFEST_DIR`, a longer `LD_LIBRARY_PATH`, ...). Build scripts that
+        // watch the environment (ring's, through cc) would see a different one than
+        // under `cargo test` and rebuild, and the next `cargo test` rebuild again:
+        // minutes per test run. Build with the environment the user ran cargo in.
+        for (var, _) in std::env::vars_os() {
+            let name = var.to_string_lossy();
+            let set_by_cargo = (name.starts_with("CARGO_")
+                && !matches!(name.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+                && !name.starts_with("CARGO_BUILD_")
+                && !name.starts_with("CARGO_PROFILE_")
+                && !name.starts_with("CARGO_REGISTRIES_")
+                && !name.starts_with("CARGO_NET_")
+                && !name.starts_with("CARGO_TERM_"))
+                || matches!(name.as_ref(), "OUT_DIR" | "LD_LIBRARY_PATH" | "RUST_TEST_THREADS");
+            if set_by_cargo {
+                cmd.env_remove(&var);
+            }
+        }
         cmd.current_dir(xtask::workspace_root())
             .args([
                 "build",
