@@ -40,3 +40,46 @@ fn a_playbook_that_is_not_utf8_names_line_and_column() {
     );
     assert!(!out.stderr.contains("stream did not contain"), "{}", out.show());
 }
+
+#[test]
+fn three_thousand_nested_braces_are_a_located_check_error_not_a_crash() {
+    let lab = Lab::shared();
+    let mut text =
+        String::from("play \"x\" hosts=all {\n    task \"t\" { debug msg=\"{{ '{' }}\" }\n    vars { a ");
+    text.push_str(&"{ b ".repeat(3000));
+    text.push_str(&"}".repeat(3000));
+    text.push_str(" }\n}\n");
+    let pb = playbook(&text);
+    let out = check(lab, &pb.path);
+    assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
+    assert!(out.stderr.contains("troupe::dsl::too_deep"), "{}", out.show());
+    assert!(out.stderr.contains("nest more than 64 deep"), "{}", out.show());
+    // the 65th `{`: the play's, the vars', then the 63rd `{ b ` of line 3
+    let column = "    vars { a ".len() + 62 * "{ b ".len() + 1;
+    assert!(
+        out.stderr.contains(&format!("play.kdl:3:{column}]")),
+        "located at the brace that goes too deep: {}",
+        out.show()
+    );
+    // `run` does the same check first
+    let inv = lab_inventory(lab);
+    let out = crate::run_util::run(lab, &pb.path, &inv, &[]);
+    assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
+    assert!(out.stderr.contains("troupe::dsl::too_deep"), "{}", out.show());
+}
+
+#[test]
+fn a_block_comment_full_of_stars_and_nested_comments_parses() {
+    let lab = Lab::shared();
+    // each `*`, `/` and nested comment was a stack frame of kdl's parser: this aborted
+    let text = format!(
+        "/* {} {} x {} */\nplay \"x\" hosts=all {{\n    task \"t\" {{ debug msg=\"hi\" }}\n}}\n",
+        "* / ".repeat(20000),
+        "/*".repeat(5000),
+        "*/".repeat(5000),
+    );
+    let pb = playbook(&text);
+    let out = check(lab, &pb.path);
+    assert_eq!(out.code, 0, "{}", out.show());
+    assert!(out.stdout.contains("ok (1 plays, 1 tasks"), "{}", out.show());
+}

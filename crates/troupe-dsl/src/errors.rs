@@ -240,6 +240,19 @@ pub enum DslError {
         span: SourceSpan,
     },
 
+    #[error("children blocks `{{ }}` nest more than {max} deep")]
+    #[diagnostic(
+        code(troupe::dsl::too_deep),
+        help(
+            "troupe refuses deeper nesting before parsing, so a runaway file cannot crash it; flatten the structure (an `include`, a role, or a variable holding part of the value)"
+        )
+    )]
+    TooDeep {
+        max: usize,
+        #[label("nesting level {} starts here", max + 1)]
+        span: SourceSpan,
+    },
+
     #[error("`{path}` includes itself")]
     #[diagnostic(
         code(troupe::dsl::include_cycle),

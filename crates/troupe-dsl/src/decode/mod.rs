@@ -11,6 +11,7 @@
 //! [`Cx`] also tracks which file is being decoded, because includes and roles pull
 //! other files into one playbook and every span must be reported against its own file.
 
+pub(crate) mod depth;
 pub(crate) mod fast;
 pub(crate) mod value;
 
@@ -73,7 +74,17 @@ impl Cx {
     /// Parses the current file's text as KDL v2; syntax errors are recorded. Plain text
     /// takes the [`fast`] path; anything else (and every error) goes through `kdl`.
     pub(crate) fn parse(&mut self) -> Option<KdlDocument> {
-        let text = self.file.text.clone();
+        let file_text = self.file.text.clone();
+        let text = match depth::guard(&file_text, depth::MAX_DEPTH) {
+            Ok(text) => text,
+            Err(deep) => {
+                self.error(DslError::TooDeep {
+                    max: depth::MAX_DEPTH,
+                    span: SourceSpan::from(deep.offset..deep.offset + 1),
+                });
+                return None;
+            }
+        };
         if let Some(doc) = fast::parse(&text) {
             return Some(doc);
         }
