@@ -740,7 +740,7 @@ impl Module for PkiCert {
                     "set -e\nmkdir -p -- {dest} || exit 2\n\
                      command -v openssl >/dev/null 2>&1 || exit 127\numask 077\ntmp=$(mktemp {pattern})\n\
                      if ! {genpkey} -out \"$tmp\" 2>/dev/null; then rm -f \"$tmp\"; echo 'openssl genpkey failed' >&2; exit 1; fi\n\
-                     printf '%s\\n' \"$tmp\"\n\
+                     printf '%s\\n' \"${{tmp##*.troupe-}}\"\n\
                      if ! openssl req -new -key \"$tmp\" -subj {subj} -outform PEM; then rm -f \"$tmp\"; exit 1; fi\n",
                     dest = quote(&spec.dest),
                     pattern = quote(&tmp_pattern),
@@ -768,9 +768,11 @@ impl Module for PkiCert {
                         "key-location=\"host\" needs `openssl` on the host; install it or use key-location=\"controller\"",
                     ));
                 }
+                // The script prints only mktemp's random suffix: the folder may hold
+                // any byte but NUL, a newline too, so the path is not read back.
                 let stdout = out.stdout_str();
-                let (tmp, csr) = stdout.split_once('\n').unwrap_or((stdout.as_str(), ""));
-                let tmp = tmp.trim().to_string();
+                let (suffix, csr) = stdout.split_once('\n').unwrap_or((stdout.as_str(), ""));
+                let tmp = format!("{}{suffix}", tmp_pattern.trim_end_matches("XXXXXX"));
                 let signed = crate::pki::issue_from_csr(&ca, req, csr, &format!("CSR from {host}"), now);
                 let cert = match signed {
                     Ok(c) => c,

@@ -295,7 +295,7 @@ fn apply_script(spec: &ServiceSpec, manager: Manager, actions: &[Action]) -> Str
                     // runsvdir scans every 5 s; wait for its runsv to answer.
                     let tries = spec.timeout.as_millis() / 100;
                     parts.push(format!(
-                        "i=0; until sv status {l} >/dev/null 2>&1; do i=$((i+1)); if [ $i -gt {tries} ]; then echo \"runsvdir did not pick up {l} (is runsvdir running on {d}?)\" >&2; exit 1; fi; sleep 0.1; done",
+                        "i=0; until sv status {l} >/dev/null 2>&1; do i=$((i+1)); if [ $i -gt {tries} ]; then printf 'runsvdir did not pick up %s (is runsvdir running on %s?)\\n' {l} {d} >&2; exit 1; fi; sleep 0.1; done",
                         l = quote(&link),
                         d = quote(&spec.service_dir),
                     ));
@@ -309,7 +309,7 @@ fn apply_script(spec: &ServiceSpec, manager: Manager, actions: &[Action]) -> Str
                 Action::Start => {
                     let tries = spec.timeout.as_millis() / 50;
                     parts.push(format!(
-                        "sv up {l}; i=0; until sv status {l} 2>/dev/null | grep -q '^run: '; do i=$((i+1)); if [ $i -gt {tries} ]; then echo \"timeout: $(sv status {l} 2>&1)\" >&2; exit 1; fi; sleep 0.05; done",
+                        "sv up {l}; i=0; until sv status {l} 2>/dev/null | grep -q '^run: '; do i=$((i+1)); if [ $i -gt {tries} ]; then printf 'timeout: %s\\n' \"$(sv status {l} 2>&1)\" >&2; exit 1; fi; sleep 0.05; done",
                         l = quote(&link),
                     ));
                 }
