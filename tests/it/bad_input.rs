@@ -83,3 +83,34 @@ fn a_block_comment_full_of_stars_and_nested_comments_parses() {
     assert_eq!(out.code, 0, "{}", out.show());
     assert!(out.stdout.contains("ok (1 plays, 1 tasks"), "{}", out.show());
 }
+
+#[test]
+fn a_template_that_never_ends_fails_its_task_naming_template_and_line() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("bad_input_fuel");
+    let pb = playbook(
+        r#"
+play "Fuel" hosts=podc01 {
+    task "Forever" {
+        copy dest="{{ dir }}/out" content="start\n{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}"
+    }
+}
+"#,
+    );
+    let inv = lab_inventory(lab);
+    let var = format!("dir={dir}");
+    let out = crate::run_util::run(lab, &pb.path, &inv, &["-e", &var, "--output", "json"]);
+    assert_eq!(out.code, 1, "the task fails: {}", out.show());
+    let results = out.results("Forever");
+    let result = results
+        .first()
+        .unwrap_or_else(|| panic!("no result: {}", out.show()));
+    assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["error"]["code"], "troupe::render::out_of_fuel", "{result}");
+    let message = result["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("<string> does too much work at line 2"),
+        "{result}"
+    );
+    lab.ssh_ok("podc01", &format!("test ! -e {dir}/out"));
+}

@@ -88,6 +88,25 @@ pub enum RenderError {
         help: String,
     },
 
+    /// The render did more work than [`crate::renderer::FUEL`] allows (a loop that
+    /// practically never ends, or output of many megabytes).
+    #[error("{template} does too much work at line {line}: stopped after {limit} units of fuel")]
+    #[diagnostic(
+        code(troupe::render::out_of_fuel),
+        help(
+            "a render may do about {limit} steps (instructions, or 64 bytes of output each); look for loops over large ranges or lists at this line (see \"Limits\" in docs/templates.md)"
+        )
+    )]
+    OutOfFuel {
+        template: String,
+        line: usize,
+        limit: u64,
+        #[source_code]
+        src: Option<Arc<NamedSource<String>>>,
+        #[label("still running here")]
+        span: Option<SourceSpan>,
+    },
+
     /// An expression evaluated fine but its value cannot become data (e.g. a macro).
     #[error("the value of `{expr}` cannot be used as data: {detail}")]
     #[diagnostic(
@@ -103,6 +122,7 @@ impl RenderError {
         match self {
             RenderError::Undefined { template, .. }
             | RenderError::Syntax { template, .. }
+            | RenderError::OutOfFuel { template, .. }
             | RenderError::Eval { template, .. } => Some(template),
             RenderError::NotFound { name, .. } => Some(name),
             RenderError::Read { .. } | RenderError::NotData { .. } => None,
@@ -114,6 +134,7 @@ impl RenderError {
         match self {
             RenderError::Undefined { line, .. }
             | RenderError::Syntax { line, .. }
+            | RenderError::OutOfFuel { line, .. }
             | RenderError::Eval { line, .. } => Some(*line),
             _ => None,
         }
@@ -216,6 +237,13 @@ pub(crate) fn convert(
                 help,
             }
         }
+        ErrorKind::OutOfFuel => RenderError::OutOfFuel {
+            template,
+            line,
+            limit: crate::renderer::FUEL,
+            src,
+            span,
+        },
         ErrorKind::SyntaxError | ErrorKind::BadEscape | ErrorKind::InvalidDelimiter => RenderError::Syntax {
             template,
             line,

@@ -19,7 +19,7 @@ mod renderer;
 
 pub use context::{Context, Groups, HostVars};
 pub use error::RenderError;
-pub use renderer::Renderer;
+pub use renderer::{FUEL, Renderer};
 
 /// `quote` as a Rust function: POSIX shell quoting like Python's `shlex.quote`.
 pub fn shell_quote(s: &str) -> String {

@@ -31,6 +31,14 @@ const RESULT: &str = "__troupe_result";
 const WRAP_HEAD: &str = "{% set __troupe_result = (";
 const WRAP_TAIL: &str = ") %}";
 
+/// The work one render (a template file, an argument string or an expression, for one
+/// host) may do, in minijinja fuel: about one unit per instruction executed and per 64
+/// bytes of data produced. A million allows about a million instructions or 64 MB of
+/// output, far beyond any configuration file, and stops a runaway template (nested
+/// `range(100000)` loops) in well under a second instead of never. Documented in
+/// `docs/templates.md`.
+pub const FUEL: u64 = 1_000_000;
+
 /// Renders template files, inline strings and expressions against a [`Context`].
 ///
 /// Cheap to share: wrap it in an `Arc` and use it from every host's task.
@@ -71,6 +79,9 @@ impl Renderer {
         env.set_debug(true);
         // A run renders a snapshot of the templates; no per-lookup stat() calls.
         env.set_auto_reload(false);
+        // Without a budget a template can loop (or allocate) forever: `range(100000)`
+        // nested twice never ends.
+        env.set_fuel(Some(FUEL));
         crate::filters::register(&mut env);
 
         let dirs = search_dirs.clone();

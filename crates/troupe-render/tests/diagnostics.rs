@@ -101,3 +101,50 @@ fn missing_template() {
         .unwrap_err();
     insta::assert_snapshot!(report(&err));
 }
+
+/// Issue 11.11: nested `range(100000)` loops never ended. The fuel limit stops them with
+/// an error that names the template and the line of the loop.
+#[test]
+fn a_template_that_never_ends_runs_out_of_fuel() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("forever.j2"),
+        "header\n{% for i in range(100000) %}\n{% for j in range(100000) %}{{ i }}{{ j }}{% endfor %}\n{% endfor %}\n",
+    )
+    .unwrap();
+    let r = Renderer::new(vec![dir.path().to_path_buf()]);
+    let ctx = troupe_render::Context::new(Default::default());
+    let err = r.render_file("forever.j2", &ctx).unwrap_err();
+    let text = report(&err);
+    assert!(matches!(err, RenderError::OutOfFuel { .. }), "{text}");
+    assert_eq!(err.template(), Some("forever.j2"), "{text}");
+    assert!(matches!(err.line(), Some(2 | 3)), "the line of a loop: {text}");
+    assert!(text.contains("troupe::render::out_of_fuel"), "{text}");
+    assert!(text.contains("forever.j2 does too much work at line"), "{text}");
+    // the same budget applies to inline strings and expressions
+    let err = r
+        .render_str(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &ctx,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RenderError::OutOfFuel { .. }), "{}", report(&err));
+    let err = r
+        .eval("range(100000) | map('string') | join(',') * 100000", &ctx)
+        .unwrap_err();
+    assert!(matches!(err, RenderError::OutOfFuel { .. }), "{}", report(&err));
+}
+
+/// Real templates stay far inside the budget: a 2000-host loop renders.
+#[test]
+fn a_large_but_finite_template_is_not_stopped() {
+    let r = Renderer::new(vec![]);
+    let ctx = troupe_render::Context::new(Default::default());
+    let out = r
+        .render_str(
+            "{% for i in range(2000) %}host-{{ i }}.example:2380,{% endfor %}",
+            &ctx,
+        )
+        .unwrap();
+    assert_eq!(out.matches(',').count(), 2000);
+}
