@@ -114,3 +114,61 @@ play "Fuel" hosts=podc01 {
     );
     lab.ssh_ok("podc01", &format!("test ! -e {dir}/out"));
 }
+
+#[test]
+fn a_literal_nul_in_an_argument_is_a_check_error() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("bad_input_nul_literal");
+    let pb = playbook(&format!(
+        "play \"Nul\" hosts=all {{\n    task \"Touch\" {{ file \"{dir}/a\\u{{0}}b\" state=\"touch\" }}\n}}\n"
+    ));
+    let out = check(lab, &pb.path);
+    assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
+    assert!(
+        out.stderr.contains("troupe::dsl::invalid_value"),
+        "{}",
+        out.show()
+    );
+    assert!(out.stderr.contains("holds a NUL byte"), "{}", out.show());
+    assert!(out.stderr.contains("play.kdl:2:"), "located: {}", out.show());
+    let inv = lab_inventory(lab);
+    let out = crate::run_util::run(lab, &pb.path, &inv, &[]);
+    assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
+    for h in lab.host_names() {
+        assert_eq!(lab.ssh_ok(h, &format!("ls -A {dir}")), "", "{h} untouched");
+    }
+}
+
+#[test]
+fn a_rendered_nul_in_an_argument_fails_the_task_and_touches_nothing() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("bad_input_nul_rendered");
+    let pb = playbook(
+        "play \"Nul\" hosts=all {\n    task \"Touch\" { file \"{{ dir }}/{{ name }}\" state=\"touch\" }\n}\n",
+    );
+    let inv = lab_inventory(lab);
+    let vars = format!("{{\"dir\": \"{dir}\", \"name\": \"a\\u0000b\"}}");
+    let out = crate::run_util::run(lab, &pb.path, &inv, &["-e", &vars, "--output", "json"]);
+    assert_eq!(out.code, 1, "the task fails: {}", out.show());
+    let recap = out.recap();
+    for h in lab.host_names() {
+        assert_eq!(
+            crate::run_util::stats(&recap, h),
+            (0, 0, 1, 0, 0),
+            "failed, not unreachable: {recap}"
+        );
+        assert_eq!(lab.ssh_ok(h, &format!("ls -A {dir}")), "", "{h} untouched");
+    }
+    let results = out.results("Touch");
+    let r = results
+        .first()
+        .unwrap_or_else(|| panic!("no result: {}", out.show()));
+    assert_eq!(r["error"]["code"], "troupe::task::nul_byte", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("argument `path`"),
+        "{r}"
+    );
+}

@@ -227,6 +227,16 @@ pub(crate) fn describe_json(v: &Value) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Whether any string in a literal value (or a map key) holds a NUL byte.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
 fn check_kind(
     cx: &mut Cx,
     env: &mut Environment<'static>,
@@ -238,6 +248,17 @@ fn check_kind(
     entry: Option<&KdlEntry>,
 ) {
     let what = format!("argument `{name}` of `{module}`");
+    if holds_nul(value) {
+        // No path, command or shell word can hold one: over SSH it cuts the string
+        // short or drops the connection. Rendered values are checked by the executor.
+        cx.invalid(
+            &what,
+            "it holds a NUL byte (\\u{0})",
+            span,
+            Some("remove the `\\u{0}` escape: no path, command or argument can contain a NUL".into()),
+        );
+        return;
+    }
     if let Value::String(s) = value
         && is_template(s)
     {

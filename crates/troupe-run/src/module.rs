@@ -189,6 +189,18 @@ pub enum TaskError {
     #[diagnostic(code(troupe::task::bad_arg))]
     BadArg { arg: String, msg: String },
 
+    /// A rendered argument holds a NUL byte: no path, command or shell word can, and
+    /// over SSH it would cut the string short or drop the connection. Literal NULs
+    /// are refused by the checker; this catches the ones a template produced.
+    #[error("argument `{arg}` holds a NUL byte after rendering")]
+    #[diagnostic(
+        code(troupe::task::nul_byte),
+        help(
+            "a NUL (\\0) cannot be part of a path, command or argument; find where the variable that fills `{arg}` gets it"
+        )
+    )]
+    NulByte { arg: String },
+
     #[error("{msg}")]
     #[diagnostic(code(troupe::task::failed))]
     Failed {
