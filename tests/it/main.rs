@@ -9,6 +9,7 @@ mod quoting;
 mod run_basic;
 mod run_errors;
 mod run_flow;
+mod run_interrupt;
 mod run_masking;
 mod run_secrets;
 mod run_util;

@@ -16,6 +16,7 @@ use troupe_dsl::model::{ConnKind, ConnSettings, Host, Inventory, Loop, Play, Tas
 use troupe_render::{Context, Renderer};
 
 use crate::connection::{ConnError, Connection};
+use crate::interrupt::Interrupt;
 use crate::module::{DynCheck, DynModule, TaskCx, TaskError, Touches};
 use crate::report::mask::Masker;
 use crate::report::{DiffInfo, ErrorInfo, HostResult, Status, unified_diff};
@@ -78,6 +79,22 @@ impl Pool {
         self.connector.controller()
     }
 
+    /// Tell every open connection that the run was interrupted (it TERMs the commands
+    /// it runs on its host), all at once.
+    pub async fn interrupt_all(&self) {
+        let cells: Vec<ConnCell> = self.cells.lock().unwrap().values().cloned().collect();
+        let mut set = tokio::task::JoinSet::new();
+        for cell in cells {
+            if let Some(Ok(conn)) = cell.get() {
+                let conn = conn.clone();
+                set.spawn(async move { conn.interrupt().await });
+            }
+        }
+        let controller = self.connector.controller();
+        set.spawn(async move { controller.interrupt().await });
+        while set.join_next().await.is_some() {}
+    }
+
     /// Close every open connection politely.
     pub async fn close_all(&self) {
         let cells: Vec<ConnCell> = self.cells.lock().unwrap().values().cloned().collect();
@@ -125,6 +142,8 @@ pub struct Env {
     pub masker: Arc<Masker>,
     /// Names of the vars marked `(secret)` (inventory, playbook, `-e` files).
     pub secret_names: IndexSet<String>,
+    /// Set on Ctrl-C / SIGTERM: no change is applied from then on.
+    pub interrupt: Interrupt,
 }
 
 impl Env {
@@ -137,6 +156,7 @@ impl Env {
             renderers: Mutex::new(HashMap::new()),
             masker: Arc::new(Masker::new()),
             secret_names: IndexSet::new(),
+            interrupt: Interrupt::default(),
         }
     }
 
@@ -255,6 +275,18 @@ impl ItemResult {
         }
     }
 
+    /// The run was interrupted before this item could do `what`.
+    fn interrupted(signal: &str, what: &str) -> ItemResult {
+        let message = format!("interrupted ({signal}): {what}");
+        let help = "run the playbook again to finish what was not done";
+        ItemResult::failed(ErrorInfo {
+            rendered: format!("{message}\n  help: {help}"),
+            message,
+            code: Some("troupe::run::interrupted".into()),
+            help: Some(help.into()),
+        })
+    }
+
     fn from_task_error(env: &Env, err: &TaskError) -> ItemResult {
         let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(err, &env.masker));
         if let TaskError::Conn(c) = err {
@@ -340,6 +372,22 @@ impl TaskOutput {
             code: Some("troupe::internal::panic".into()),
             help: Some(help.into()),
         };
+        TaskOutput::failure(play, task, host, error)
+    }
+
+    /// A task still running [`crate::interrupt::GRACE`] after the run was interrupted,
+    /// and abandoned: a failure of that host (what it did on the host is not known).
+    pub fn abandoned(play: &Play, task: &Task, host: &str, signal: &str) -> TaskOutput {
+        let grace = crate::interrupt::GRACE.as_secs();
+        let r = ItemResult::interrupted(
+            signal,
+            &format!("still running {grace} s after the interrupt: abandoned (its commands were sent TERM)"),
+        );
+        TaskOutput::failure(play, task, host, r.error.expect("a failed item has an error"))
+    }
+
+    fn failure(play: &Play, task: &Task, host: &str, error: ErrorInfo) -> TaskOutput {
+        let message = error.message.clone();
         TaskOutput {
             result: HostResult {
                 play: play.name.clone(),
@@ -506,6 +554,13 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
 
     let mut results = Vec::with_capacity(items.len());
     for item in items {
+        if let Some(signal) = env.interrupt.signal() {
+            results.push(ItemResult::interrupted(
+                signal,
+                "the remaining loop items were not run",
+            ));
+            break;
+        }
         let mut ctx_item = ctx.clone();
         if let Some(item) = &item {
             ctx_item.insert(task.loop_var.clone(), item.clone());
@@ -676,7 +731,12 @@ async fn run_item(
             }
             return r;
         }
-        tokio::time::sleep(task.delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(task.delay) => {}
+            signal = env.interrupt.wait() => {
+                return ItemResult::interrupted(signal, &format!("no attempt after the {attempt} made"));
+            }
+        }
     }
 }
 
@@ -743,6 +803,9 @@ async fn attempt_once(
                     check_mode: true,
                     attempts: 1,
                 };
+            }
+            if let Some(signal) = env.interrupt.signal() {
+                return ItemResult::interrupted(signal, &format!("not applied: {}", change.summary));
             }
             let summary = change.summary.clone();
             // Batched answers the apply may make stale are forgotten; with no better

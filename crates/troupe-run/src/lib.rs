@@ -5,6 +5,7 @@ pub mod cli;
 pub mod connection;
 pub mod etcd;
 pub mod executor;
+pub mod interrupt;
 pub mod module;
 pub mod modules;
 pub mod pki;

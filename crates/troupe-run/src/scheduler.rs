@@ -17,6 +17,7 @@ use crate::connection::local::LocalConnection;
 use crate::connection::ssh::{HostKeyPolicy, SshConnection};
 use crate::connection::{ConnError, Connection};
 use crate::executor::{self, Connector, Env, Pool, TaskInput};
+use crate::interrupt::Interrupt;
 use crate::report::mask::{Masker, Masking};
 use crate::report::{Event, Reporter, Stats, Status};
 use crate::statcache::CachedConn;
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub prefetch: bool,
     /// Names of extra vars marked `(secret)` (in `-e @file.kdl` files).
     pub secret_vars: IndexSet<String>,
+    /// Ctrl-C / SIGTERM (`troupe run` listens for them): see [`crate::interrupt`].
+    pub interrupt: Interrupt,
 }
 
 /// How the run ended, for the exit code.
@@ -48,6 +51,8 @@ pub struct RunSummary {
     pub stats: IndexMap<String, Stats>,
     /// A play was aborted (max-fail-percent, or a whole batch failed).
     pub aborted: bool,
+    /// The signal that stopped the run, if one did.
+    pub interrupted: Option<&'static str>,
 }
 
 /// Exit codes of `troupe run` (documented in `--help` and docs/cli.md).
@@ -59,11 +64,15 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Nothing failed, but at least one host could not be reached.
     pub const UNREACHABLE: i32 = 4;
+    /// Interrupted by SIGINT or SIGTERM (whatever had failed before).
+    pub const INTERRUPTED: i32 = crate::interrupt::EXIT_CODE;
 }
 
 impl RunSummary {
     pub fn exit_code(&self) -> i32 {
-        if self.aborted || self.stats.values().any(|s| s.failed > 0) {
+        if self.interrupted.is_some() {
+            exit::INTERRUPTED
+        } else if self.aborted || self.stats.values().any(|s| s.failed > 0) {
             exit::FAILED
         } else if self.stats.values().any(|s| s.unreachable > 0) {
             exit::UNREACHABLE
@@ -173,7 +182,17 @@ pub async fn run(
     let mut env = Env::new(shared, pool, opts.check, opts.diff);
     env.masker = masker;
     env.secret_names = secret_names;
+    env.interrupt = opts.interrupt.clone();
     let env = Arc::new(env);
+    // On an interrupt, every connection TERMs what it runs on its host at once, while
+    // the tasks that ran those commands end (or are abandoned after the grace time).
+    let mut stopper = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            env.interrupt.wait().await;
+            env.pool.interrupt_all().await;
+        })
+    };
     let mut s = Scheduler {
         env,
         inventory,
@@ -190,18 +209,33 @@ pub async fn run(
     });
     let mut aborted = false;
     for play_idx in 0..s.playbook.plays.len() {
+        if s.env.interrupt.is_set() {
+            break;
+        }
         if !s.run_play(play_idx).await {
-            aborted = true;
+            aborted = !s.env.interrupt.is_set();
             break;
         }
     }
+    let interrupted = s.env.interrupt.signal();
+    if interrupted.is_some() {
+        // The TERMs must reach the hosts before the connections close.
+        let _ = tokio::time::timeout(crate::interrupt::GRACE, &mut stopper).await;
+    }
+    stopper.abort();
     s.env.pool.close_all().await;
     let stats: IndexMap<String, Stats> = s.hosts.iter().map(|(h, st)| (h.clone(), st.stats)).collect();
     s.reporter.event(&Event::Recap {
         hosts: stats.clone(),
         elapsed: started.elapsed(),
+        interrupted: interrupted.is_some(),
+        signal: interrupted.map(str::to_string),
     });
-    RunSummary { stats, aborted }
+    RunSummary {
+        stats,
+        aborted,
+        interrupted,
+    }
 }
 
 /// Secret values known before any task runs: every host's inventory vars, play and
@@ -285,6 +319,9 @@ impl Scheduler {
         let batches = batches(&hosts, play.serial);
         let batch_count = batches.len();
         for (n, batch) in batches.into_iter().enumerate() {
+            if self.env.interrupt.is_set() {
+                return false;
+            }
             if play.serial.is_some() {
                 self.reporter.event(&Event::BatchStart {
                     play: play.name.clone(),
@@ -303,6 +340,9 @@ impl Scheduler {
             }
             let mut abort: Option<String> = None;
             for task_idx in 0..play.tasks.len() {
+                if self.env.interrupt.is_set() {
+                    break;
+                }
                 let task = &play.tasks[task_idx];
                 if !tags_allow(task, &self.opts.tags, &self.opts.skip_tags) {
                     continue;
@@ -320,6 +360,10 @@ impl Scheduler {
                     abort = Some(reason);
                     break;
                 }
+            }
+            // Interrupted: handlers are new work too.
+            if self.env.interrupt.is_set() {
+                return false;
             }
             self.run_handlers(play_idx, &batch, &play_hosts).await;
             let all_failed = batch.iter().all(|h| !self.hosts[h].live());
@@ -423,6 +467,9 @@ impl Scheduler {
     async fn run_handlers(&mut self, play_idx: usize, batch: &[String], play_hosts: &Arc<Vec<String>>) {
         let handler_count = self.play(play_idx).handlers.len();
         for idx in 0..handler_count {
+            if self.env.interrupt.is_set() {
+                return;
+            }
             let name = self.play(play_idx).handlers[idx].name.clone();
             let targets: Vec<String> = batch
                 .iter()
@@ -495,18 +542,37 @@ impl Scheduler {
                 } else {
                     &play.tasks[task_idx]
                 };
-                let out = executor::execute(
-                    &env,
-                    TaskInput {
-                        play,
-                        task,
-                        host: &host,
-                        registered: &registered,
-                        play_hosts: &play_hosts,
-                        cache: cache.as_ref().map(|c| (c, task_idx)),
-                    },
-                )
-                .await;
+                // A task running when the run is interrupted gets the grace time to
+                // end (its commands were sent TERM), then it is abandoned.
+                let abandon = async {
+                    let signal = env.interrupt.wait().await;
+                    tokio::time::sleep(crate::interrupt::GRACE).await;
+                    signal
+                };
+                let mut out = tokio::select! {
+                    out = executor::execute(
+                        &env,
+                        TaskInput {
+                            play,
+                            task,
+                            host: &host,
+                            registered: &registered,
+                            play_hosts: &play_hosts,
+                            cache: cache.as_ref().map(|c| (c, task_idx)),
+                        },
+                    ) => out,
+                    signal = abandon => executor::TaskOutput::abandoned(play, task, &host.name, signal),
+                };
+                if let Some(signal) = env.interrupt.signal()
+                    && out.result.status == Status::Failed
+                {
+                    let note = format!("interrupted by {signal}");
+                    out.result.msg = Some(match out.result.msg.take() {
+                        Some(m) if !m.contains(&note) => format!("{m}; {note}"),
+                        Some(m) => m,
+                        None => note,
+                    });
+                }
                 reporter.event(&Event::HostResult(out.result.clone()));
                 (host.name.clone(), out)
             });
@@ -711,6 +777,33 @@ group etcd {
             statuses(&rec, "reload"),
             [("podc03".to_string(), Status::Changed)]
         );
+    }
+
+    /// Interrupted before the first task: nothing runs, the recap says so, exit 130.
+    #[tokio::test]
+    async fn an_interrupted_run_starts_no_task_and_ends_with_an_interrupted_recap() {
+        let h = Harness::new(
+            r#"play "p" hosts=all {
+    task "conf" { copy content="x\n" dest="/etc/app.conf" }
+}"#,
+        );
+        let interrupt = Interrupt::default();
+        interrupt.trigger("SIGINT");
+        let (summary, rec) = h
+            .run(RunOptions {
+                interrupt,
+                ..RunOptions::default()
+            })
+            .await;
+        assert_eq!(summary.exit_code(), 130);
+        assert_eq!(summary.interrupted, Some("SIGINT"));
+        assert!(rec.results().is_empty());
+        assert!(h.host("podc01").file("/etc/app.conf").is_none());
+        let events = rec.0.lock().unwrap();
+        assert!(matches!(
+            events.last(),
+            Some(Event::Recap { interrupted: true, signal: Some(s), .. }) if s == "SIGINT"
+        ));
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use troupe_dsl::model::Vars;
 
 use super::LoadArgs;
 use crate::connection::ssh::HostKeyPolicy;
+use crate::interrupt::Interrupt;
 use crate::report::{OutputFormat, stdout_reporter};
 use crate::scheduler::{self, RealConnector, RunOptions};
 
@@ -22,7 +23,11 @@ use crate::scheduler::{self, RealConnector, RunOptions};
 ///
 /// Exit codes: 0 success; 1 a task failed, a play was aborted (max-fail-percent) or the
 /// playbook/inventory/--limit is invalid; 2 bad command line; 4 nothing failed but at
-/// least one host was unreachable.
+/// least one host was unreachable; 130 interrupted.
+///
+/// Ctrl-C or SIGTERM stops the run: no further task starts, commands running on the
+/// hosts are sent TERM, running tasks get 10 s to end, and the recap is printed
+/// (marked interrupted). A second signal exits at once.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -153,6 +158,7 @@ pub fn main(args: RunArgs) -> ExitCode {
         extra_vars: extra,
         prefetch: true,
         secret_vars,
+        interrupt: Interrupt::default(),
     };
     let host_keys = if args.accept_new_host_keys {
         HostKeyPolicy::AcceptNew
@@ -168,13 +174,19 @@ pub fn main(args: RunArgs) -> ExitCode {
     };
     let reporter: Arc<dyn crate::report::Reporter> =
         Arc::from(stdout_reporter(args.output, args.diff, args.show_skipped));
-    let summary = runtime.block_on(scheduler::run(
-        Arc::new(inventory),
-        Arc::new(playbook),
-        opts,
-        Arc::new(RealConnector::new(host_keys)),
-        reporter,
-    ));
+    let summary = runtime.block_on(async {
+        if let Err(e) = opts.interrupt.listen() {
+            eprintln!("warning: cannot listen for Ctrl-C and SIGTERM: {e}");
+        }
+        scheduler::run(
+            Arc::new(inventory),
+            Arc::new(playbook),
+            opts,
+            Arc::new(RealConnector::new(host_keys)),
+            reporter,
+        )
+        .await
+    });
     ExitCode::from(summary.exit_code() as u8)
 }
 

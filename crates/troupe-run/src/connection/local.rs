@@ -3,7 +3,10 @@
 //! line SSH would send, and stat/atomic write use the same [`super::shell`] snippets,
 //! so a playbook behaves the same whichever transport runs it.
 
+use std::collections::HashSet;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +18,25 @@ use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, she
 pub struct LocalConnection {
     host: String,
     command_timeout: Option<Duration>,
+    /// Process groups of the commands running now (each command leads its own), for
+    /// [`Connection::interrupt`].
+    running: Arc<Mutex<HashSet<u32>>>,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// A running command's process group in [`LocalConnection::running`] while it runs.
+struct Running {
+    pids: Arc<Mutex<HashSet<u32>>>,
+    pid: u32,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
+    }
 }
 
 impl LocalConnection {
@@ -23,6 +45,8 @@ impl LocalConnection {
         LocalConnection {
             host: host.into(),
             command_timeout: None,
+            running: Arc::default(),
+            interrupted: Arc::default(),
         }
     }
 
@@ -40,15 +64,36 @@ impl LocalConnection {
     }
 
     async fn run(&self, line: &str, stdin: Option<Vec<u8>>) -> Result<Output, ConnError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(ConnError::Interrupted {
+                host: self.host.clone(),
+                command: line
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(160)
+                    .collect(),
+            });
+        }
+        // A process group of its own, so that an interrupt reaches what it starts.
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(line)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| self.io(format!("cannot start sh: {e}")))?;
+        let _running = child.id().map(|pid| {
+            self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
+            Running {
+                pids: self.running.clone(),
+                pid,
+            }
+        });
         let mut pipe = child.stdin.take();
         let feeder = tokio::spawn(async move {
             if let (Some(p), Some(data)) = (pipe.as_mut(), stdin) {
@@ -125,6 +170,25 @@ impl Connection for LocalConnection {
         }
     }
 
+    async fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+        let groups: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|pid| format!("-{pid}"))
+            .collect();
+        if !groups.is_empty() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", "--"])
+                .args(&groups)
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
+    }
+
     async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
@@ -166,6 +230,26 @@ mod tests {
         cmd.timeout = Some(Duration::from_millis(100));
         let err = conn.exec(&cmd).await.unwrap_err();
         assert!(matches!(err, ConnError::Timeout { .. }), "{err:?}");
+    }
+
+    /// An interrupt TERMs the process group of a running command (the `sleep` too,
+    /// not only its `sh`) and refuses new commands.
+    #[tokio::test]
+    async fn interrupt_stops_running_commands_and_refuses_new_ones() {
+        let conn = LocalConnection::new("localhost");
+        let running = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.exec(&Cmd::script("sleep 300; echo done")).await }
+        });
+        while conn.running.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        conn.interrupt().await;
+        let out = running.await.unwrap().unwrap();
+        assert_eq!(out.exit_code, 128 + 15, "{out:?}");
+        assert_eq!(out.stdout_str(), "");
+        let refused = conn.exec(&Cmd::argv(["true"])).await.unwrap_err();
+        assert!(matches!(refused, ConnError::Interrupted { .. }), "{refused:?}");
     }
 
     #[tokio::test]

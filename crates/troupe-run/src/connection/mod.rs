@@ -163,12 +163,22 @@ pub enum ConnError {
     #[error("{host}: {detail}")]
     #[diagnostic(code(troupe::conn::io))]
     Io { host: String, detail: String },
+
+    #[error("{host}: not started, the run was interrupted: {command}")]
+    #[diagnostic(
+        code(troupe::conn::interrupted),
+        help("run the playbook again to finish what was not done")
+    )]
+    Interrupted { host: String, command: String },
 }
 
 impl ConnError {
     /// Unreachable hosts are counted apart from failed ones in the recap.
     pub fn is_unreachable(&self) -> bool {
-        !matches!(self, ConnError::Timeout { .. } | ConnError::Io { .. })
+        !matches!(
+            self,
+            ConnError::Timeout { .. } | ConnError::Io { .. } | ConnError::Interrupted { .. }
+        )
     }
 }
 
@@ -228,6 +238,12 @@ pub trait Connection: Send + Sync {
 
     /// Open a TCP stream to `host:port` as the remote host sees it.
     async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError>;
+
+    /// The run was interrupted (Ctrl-C, SIGTERM): send TERM to the process groups of
+    /// the commands running on the host now, and refuse to start new ones. What is
+    /// in the control shell finishes (troupe's own short operations). Best effort and
+    /// bounded; the default has nothing to stop.
+    async fn interrupt(&self) {}
 
     /// Close politely; dropping also works.
     async fn close(&self) -> Result<(), ConnError> {

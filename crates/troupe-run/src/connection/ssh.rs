@@ -175,6 +175,27 @@ pub struct SshConnection {
     command_timeout: Option<Duration>,
     channels: Semaphore,
     control: tokio::sync::Mutex<Control>,
+    /// Host pids (= process groups) of the session commands running now, for
+    /// [`Connection::interrupt`].
+    running: Arc<Mutex<std::collections::HashSet<u32>>>,
+    /// Set by [`Connection::interrupt`]: no new session command starts.
+    interrupted: std::sync::atomic::AtomicBool,
+}
+
+/// A running command's pid in [`SshConnection::running`], removed when the command's
+/// future ends or is dropped.
+struct Running {
+    pids: Arc<Mutex<std::collections::HashSet<u32>>>,
+    pid: u32,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
+    }
 }
 
 /// The connection's control shell (see [`super::control`]), started on first use.
@@ -220,6 +241,8 @@ impl SshConnection {
             command_timeout: opts.command_timeout,
             channels: Semaphore::new(MAX_CHANNELS),
             control: tokio::sync::Mutex::new(Control::NotStarted),
+            running: Arc::default(),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -250,18 +273,30 @@ impl SshConnection {
         }
     }
 
-    /// Run one command on its own channel. With a timeout, the command first reports
-    /// its pid on stderr (`troupe-pid:N`, stripped from the output) and then `exec`s
-    /// the real line; on timeout its process group gets TERM over a second channel
-    /// (sshd refuses the protocol's `signal` request for root sessions, so that alone
-    /// is not enough) and the channel is closed: a hung command does not outlive its
-    /// task.
+    /// Run one command on its own channel. The command first reports its pid on
+    /// stderr (`troupe-pid:N`, stripped from the output) and then `exec`s the real
+    /// line; on timeout, or when the run is interrupted, its process group gets TERM
+    /// over a second channel (sshd refuses the protocol's `signal` request for root
+    /// sessions, so that alone is not enough) and the channel is closed: a hung or
+    /// interrupted command does not outlive its task.
     async fn run(
         &self,
         line: String,
         stdin: Option<Vec<u8>>,
         timeout: Option<Duration>,
     ) -> Result<Output, ConnError> {
+        if self.is_interrupted() {
+            return Err(ConnError::Interrupted {
+                host: self.host.clone(),
+                command: line
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(160)
+                    .collect(),
+            });
+        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let timed_out = || ConnError::Timeout {
             host: self.host.clone(),
@@ -273,10 +308,7 @@ impl SshConnection {
         })
         .await
         .ok_or_else(timed_out)??;
-        let sent = match deadline {
-            Some(_) => format!("echo {PID_MARK}$$ >&2 && exec sh -c {}", shell::quote(&line)),
-            None => line.clone(),
-        };
+        let sent = format!("echo {PID_MARK}$$ >&2 && exec sh -c {}", shell::quote(&line));
         let mut channel = until(deadline, async {
             let channel = self.client.get_channel().await.map_err(|e| self.lost(e))?;
             channel
@@ -299,6 +331,10 @@ impl SshConnection {
         });
         let mut out = Output::default();
         let mut exit = None;
+        // The pid line comes first on stderr; `None` once it is known not to come.
+        let mut pid: Option<u32> = None;
+        let mut pid_pending = true;
+        let mut _running = None;
         loop {
             let msg = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, channel.wait()).await {
@@ -307,7 +343,7 @@ impl SshConnection {
                         feeder.abort();
                         let _ = channel.signal(russh::Sig::TERM).await;
                         let _ = channel.close().await;
-                        if let Some(pid) = take_pid(&mut out.stderr) {
+                        if let Some(pid) = pid.or_else(|| take_pid(&mut out.stderr)) {
                             self.kill_remote(pid).await;
                         }
                         return Err(timed_out());
@@ -318,7 +354,28 @@ impl SshConnection {
             let Some(msg) = msg else { break };
             match msg {
                 ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    out.stderr.extend_from_slice(&data);
+                    if pid_pending {
+                        match early_pid(&mut out.stderr) {
+                            PidLine::NotYet => {}
+                            PidLine::Absent => pid_pending = false,
+                            PidLine::Pid(p) => {
+                                pid_pending = false;
+                                pid = Some(p);
+                                self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
+                                _running = Some(Running {
+                                    pids: self.running.clone(),
+                                    pid: p,
+                                });
+                                // Interrupted while this command was starting.
+                                if self.is_interrupted() {
+                                    self.kill_remote(p).await;
+                                }
+                            }
+                        }
+                    }
+                }
                 ChannelMsg::ExitStatus { exit_status } => exit = Some(exit_status as i32),
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -340,7 +397,7 @@ impl SshConnection {
             }
         }
         feeder.abort();
-        if deadline.is_some() {
+        if pid_pending {
             take_pid(&mut out.stderr);
         }
         match exit {
@@ -362,6 +419,28 @@ fn take_pid(stderr: &mut Vec<u8>) -> Option<u32> {
     let pid = std::str::from_utf8(&rest[..end]).ok()?.parse().ok();
     stderr.drain(..PID_MARK.len() + end + 1);
     pid
+}
+
+/// What the start of a command's stderr says about its pid line.
+enum PidLine {
+    /// Taken off stderr.
+    Pid(u32),
+    /// Not all of it has arrived yet.
+    NotYet,
+    /// stderr starts with something else (a login shell's noise?): no pid.
+    Absent,
+}
+
+fn early_pid(stderr: &mut Vec<u8>) -> PidLine {
+    let mark = PID_MARK.as_bytes();
+    let n = stderr.len().min(mark.len());
+    if stderr[..n] != mark[..n] {
+        return PidLine::Absent;
+    }
+    if !stderr.contains(&b'\n') {
+        return PidLine::NotYet;
+    }
+    take_pid(stderr).map_or(PidLine::Absent, PidLine::Pid)
 }
 
 /// `fut`'s output, or `None` when the deadline passes first.
@@ -458,9 +537,21 @@ impl SshConnection {
         }))
     }
 
+    fn is_interrupted(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// TERM a timed-out command's process group (best effort, bounded).
     async fn kill_remote(&self, pid: u32) {
-        let line = format!("kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; true");
+        self.kill_remote_all(&[pid]).await;
+    }
+
+    /// TERM the process groups `pids` in one channel (best effort, bounded).
+    async fn kill_remote_all(&self, pids: &[u32]) {
+        let line = format!(
+            "for p in {}; do kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; done; true",
+            pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+        );
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let mut channel = self.client.get_channel().await.ok()?;
             channel.exec(true, line.into_bytes()).await.ok()?;
@@ -848,6 +939,21 @@ impl Connection for SshConnection {
                 detail: format!("cannot open a tunnel to {host}:{port}: {e}"),
             })?;
         Ok(Box::new(channel.into_stream()))
+    }
+
+    async fn interrupt(&self) {
+        self.interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pids: Vec<u32> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if !pids.is_empty() {
+            tracing::debug!("{}: interrupted: TERM to process groups {pids:?}", self.host);
+            self.kill_remote_all(&pids).await;
+        }
     }
 
     async fn close(&self) -> Result<(), ConnError> {

@@ -230,7 +230,11 @@ fn host_list(hosts: &[String]) -> String {
     }
 }
 
-pub fn recap_lines(hosts: &IndexMap<String, Stats>, elapsed: Option<Duration>) -> Vec<String> {
+pub fn recap_lines(
+    hosts: &IndexMap<String, Stats>,
+    elapsed: Option<Duration>,
+    interrupted: bool,
+) -> Vec<String> {
     let width = hosts.keys().map(|h| h.len()).max().unwrap_or(0);
     let mut lines = vec![String::new(), "RECAP".to_string()];
     let mut total = Stats::default();
@@ -262,6 +266,12 @@ pub fn recap_lines(hosts: &IndexMap<String, Stats>, elapsed: Option<Duration>) -
         format!("FAILED ({})", parts.join(", "))
     } else {
         "OK".to_string()
+    };
+    // "OK" would claim a run that did not get to its end.
+    let verdict = match (interrupted, verdict.as_str()) {
+        (false, _) => verdict,
+        (true, "OK") => "INTERRUPTED".to_string(),
+        (true, _) => format!("INTERRUPTED, {verdict}"),
     };
     let mut summary = format!(
         "{verdict}: {} hosts, {} ok, {} changed, {} failed, {} unreachable, {} skipped",
@@ -350,9 +360,20 @@ impl<W: Write + Send> Reporter for Human<W> {
                 st.flush_task(self.diff);
                 st.line(&format!("\nPLAY [{play}] ABORTED: {reason}"));
             }
-            Event::Recap { hosts, elapsed } => {
+            Event::Recap {
+                hosts,
+                elapsed,
+                interrupted,
+                signal,
+            } => {
                 st.flush_task(self.diff);
-                for line in recap_lines(hosts, Some(*elapsed)) {
+                if *interrupted {
+                    st.line(&format!(
+                        "\ninterrupted by {}: no task was started after it, and the commands running on the hosts were sent TERM",
+                        signal.as_deref().unwrap_or("a signal")
+                    ));
+                }
+                for line in recap_lines(hosts, Some(*elapsed), *interrupted) {
                     st.line(&line);
                 }
                 let _ = st.out.flush();
@@ -500,7 +521,10 @@ mod tests {
                 ..Stats::default()
             },
         );
-        let text = recap_lines(&hosts, None).join("\n").trim_start().to_string();
+        let text = recap_lines(&hosts, None, false)
+            .join("\n")
+            .trim_start()
+            .to_string();
         insta::assert_snapshot!(text, @r"
         RECAP
         podc01  ok=3   changed=1   failed=0   unreachable=0   skipped=0

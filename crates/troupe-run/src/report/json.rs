@@ -70,6 +70,8 @@ mod tests {
         json.event(&Event::Recap {
             hosts,
             elapsed: Duration::from_secs(1),
+            interrupted: false,
+            signal: None,
         });
         let text = String::from_utf8(json.into_inner()).unwrap();
         let lines: Vec<&str> = text.lines().collect();

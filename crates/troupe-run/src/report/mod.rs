@@ -154,6 +154,13 @@ pub enum Event {
         hosts: IndexMap<String, Stats>,
         #[serde(skip)]
         elapsed: Duration,
+        /// The run was stopped by a signal: later tasks did not run, and the counts
+        /// cover only what did. In JSON only when true.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
+        /// Which signal (`SIGINT`, `SIGTERM`), when interrupted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
     },
 }
 
