@@ -5,6 +5,7 @@ mod etcd;
 mod etcd_lab;
 mod lab;
 mod pki;
+mod private_material;
 mod quoting;
 mod run_basic;
 mod run_errors;

@@ -62,6 +62,17 @@ atomic (temporary file in the same directory, fsync, rename). With `--diff`, tex
         DEST_ARGS[2],
         DEST_ARGS[3],
         BACKUP_ARG,
+        ArgSpec {
+            default: Some("#false"),
+            ..ArgSpec::new(
+                "ca-key",
+                ArgKind::Bool,
+                "Allow `src` to be the private key of a CA (the key beside its CA certificate, \
+                 `NAME-key.pem`/`NAME.pem` or `NAME.key`/`NAME.crt`). Without it such a copy is \
+                 refused: a CA key stays on the controller unless a task says otherwise \
+                 (kubeadm control-plane nodes do need theirs).",
+            )
+        },
     ],
     one_of: &[&["src", "content"]],
     example: r#"task "motd" {
@@ -104,6 +115,8 @@ pub enum Source {
 pub struct CopySpec {
     pub source: Source,
     pub dest: DestSpec,
+    /// `ca-key=#true`: the task says it means to copy a CA's private key.
+    pub ca_key: bool,
 }
 
 /// What to do to the destination.
@@ -273,6 +286,7 @@ impl Module for Copy {
         Ok(CopySpec {
             source,
             dest: DestSpec::decode(a)?,
+            ca_key: args::bool_or(a, "ca-key", false)?,
         })
     }
 
@@ -281,9 +295,26 @@ impl Module for Copy {
             Source::Content(c) => c.clone().into_bytes(),
             Source::File(src) => {
                 let path = cx.find_file("files", src)?;
-                tokio::fs::read(&path).await.map_err(|e| {
+                let content = tokio::fs::read(&path).await.map_err(|e| {
                     TaskError::failed(format!("cannot read {} on the controller: {e}", path.display()))
-                })?
+                })?;
+                if !spec.ca_key
+                    && let Some(cert) = crate::pki::guard::cert_beside_key(&path)
+                    && let Ok(cert_pem) = tokio::fs::read_to_string(&cert).await
+                    && crate::pki::guard::is_ca_key(&cert_pem, &content)
+                {
+                    return Err(TaskError::failed_help(
+                        format!(
+                            "{} is the private key of the CA {}: not copying it to {}",
+                            path.display(),
+                            cert.display(),
+                            cx.host
+                        ),
+                        "a CA key stays on the controller; copy the certificate instead, or add \
+                         `ca-key=#true` to the task if this host really needs the CA's key",
+                    ));
+                }
+                content
             }
         };
         check_put(&spec.dest, content, cx).await

@@ -1,6 +1,8 @@
 //! `fetch`: copy a file from the host to the controller (a kubeadm CA, an admin
 //! kubeconfig, a snapshot). Checksums on both sides decide whether anything moves; the
 //! controller-side write goes through the controller connection, so it is atomic too.
+//! The copy gets the remote file's permission bits (never more): a node's 0600 key must
+//! not become world-readable on the controller.
 
 use async_trait::async_trait;
 use serde_json::json;
@@ -18,8 +20,8 @@ static SPEC: ModuleSpec = ModuleSpec {
     doc: "Stores `src` from the host under the controller folder `dest`: as `DEST/HOST/SRC` \
 (the host's inventory name, then the full source path) so files of several hosts never collide, \
 or as `DEST/BASENAME` with `flat=#true`. Compared by SHA-256 on both sides; transferred only \
-when different. A relative `dest` is relative to the directory troupe runs in. A missing `src` \
-fails the task unless `fail-on-missing=#false`. Registered result: `dest`, `checksum`, `size`.",
+when different. The controller's copy has the remote file's permission bits (setuid, setgid and sticky dropped), from the moment it is created; a copy whose bits differ is corrected. A relative `dest` is relative to the directory troupe runs in. A missing `src` \
+fails the task unless `fail-on-missing=#false`. Registered result: `dest`, `checksum`, `size`, `mode`.",
     args: &[
         ArgSpec {
             required: true,
@@ -74,10 +76,17 @@ impl FetchSpec {
     }
 }
 
+/// Where the controller's copy goes and the permission bits it gets.
+#[derive(Debug)]
+pub struct FetchPlan {
+    local: String,
+    mode: u32,
+}
+
 #[async_trait]
 impl Module for Fetch {
     type Spec = FetchSpec;
-    type Plan = String;
+    type Plan = FetchPlan;
 
     fn spec(&self) -> &'static ModuleSpec {
         &SPEC
@@ -99,7 +108,7 @@ impl Module for Fetch {
         Ok(spec)
     }
 
-    async fn check(&self, spec: &FetchSpec, cx: &TaskCx<'_>) -> Result<Check<String>, TaskError> {
+    async fn check(&self, spec: &FetchSpec, cx: &TaskCx<'_>) -> Result<Check<FetchPlan>, TaskError> {
         let local = spec.local_path(cx.host);
         let remote = cx.conn.stat(&spec.src).await?;
         let remote = match remote {
@@ -122,20 +131,26 @@ impl Module for Fetch {
                 return Ok(Check::Unchanged(outcome));
             }
         };
+        let mode = remote.mode & 0o777;
         let here = cx.controller.stat(&local).await?;
-        if here.as_ref().and_then(|s| s.sha256.as_ref()) == remote.sha256.as_ref() && remote.sha256.is_some()
-        {
+        let same_content = here.as_ref().and_then(|s| s.sha256.as_ref()) == remote.sha256.as_ref()
+            && remote.sha256.is_some();
+        let same_mode = here.as_ref().is_some_and(|s| s.mode & 0o7777 == mode);
+        if same_content && same_mode {
             return Ok(Check::Unchanged(Outcome::ok(
-                json!({"dest": local, "checksum": remote.sha256, "size": remote.size}),
+                json!({"dest": local, "checksum": remote.sha256, "size": remote.size, "mode": format!("{mode:04o}")}),
             )));
         }
-        Ok(Check::Change(Change::new(
-            local.clone(),
-            format!("fetch {} to {local}", spec.src),
-        )))
+        let summary = if same_content {
+            format!("mode of {local} to {mode:04o} (as {} on the host)", spec.src)
+        } else {
+            format!("fetch {} to {local}", spec.src)
+        };
+        Ok(Check::Change(Change::new(FetchPlan { local, mode }, summary)))
     }
 
-    async fn apply(&self, spec: &FetchSpec, local: String, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+    async fn apply(&self, spec: &FetchSpec, plan: FetchPlan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
+        let FetchPlan { local, mode } = plan;
         let bytes = cx
             .conn
             .read_file(&spec.src)
@@ -156,12 +171,19 @@ impl Module for Fetch {
             }
         }
         cx.controller
-            .write_file(&local, &bytes, &FileAttrs::default())
+            .write_file(
+                &local,
+                &bytes,
+                &FileAttrs {
+                    mode: Some(mode),
+                    ..FileAttrs::default()
+                },
+            )
             .await?;
         use sha2::Digest;
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
         Ok(Outcome::changed(
-            json!({"dest": local, "checksum": sha, "size": bytes.len()}),
+            json!({"dest": local, "checksum": sha, "size": bytes.len(), "mode": format!("{mode:04o}")}),
         ))
     }
 }
@@ -184,6 +206,25 @@ mod tests {
             b"CERT"
         );
         assert!(!host.run(&Fetch, a).await.unwrap().changed);
+    }
+
+    #[tokio::test]
+    async fn the_copy_keeps_the_remote_mode_and_a_wrong_one_is_corrected() {
+        let host = FakeHost::named("podc01");
+        host.put_file("/etc/kubernetes/pki/etcd/peer.key", b"KEY");
+        host.set_mode("/etc/kubernetes/pki/etcd/peer.key", 0o4600);
+        let a = args(r#"{"src": "/etc/kubernetes/pki/etcd/peer.key", "dest": "out", "flat": true}"#);
+        assert!(host.run(&Fetch, a.clone()).await.unwrap().changed);
+        assert_eq!(
+            host.file("out/peer.key").unwrap().mode,
+            0o600,
+            "setuid dropped, 0600 kept"
+        );
+        assert!(!host.run(&Fetch, a.clone()).await.unwrap().changed);
+        host.set_mode("out/peer.key", 0o644);
+        let out = host.run(&Fetch, a).await.unwrap();
+        assert!(out.changed, "a copy left readable by an older fetch is corrected");
+        assert_eq!(host.file("out/peer.key").unwrap().mode, 0o600);
     }
 
     #[test]

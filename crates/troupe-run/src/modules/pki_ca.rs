@@ -350,9 +350,17 @@ impl Module for PkiCa {
             return Ok(outcome);
         }
         let now = OffsetDateTime::now_utc();
+        // 0700, parents included, whatever troupe's umask: the folder holds the CA key,
+        // and a folder others may write lets them swap files under it.
         let out = cx
             .controller
-            .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dir.as_str()]).internal())
+            .exec(
+                &Cmd::script(format!(
+                    "umask 077; mkdir -p -m 0700 -- {}",
+                    crate::connection::shell::quote(&spec.dir)
+                ))
+                .internal(),
+            )
             .await?;
         if !out.success() {
             return Err(TaskError::failed(format!(

@@ -726,11 +726,10 @@ impl Module for PkiCert {
             KeyLocation::Host => {
                 // One round trip: the folder, a private temp key beside the final one
                 // (same filesystem, so the final `mv` is atomic), and its CSR on stdout.
-                let tmp_pattern = format!(
-                    "{}/.{}-key.troupe-XXXXXX",
-                    spec.dest.trim_end_matches('/'),
-                    spec.name
-                );
+                // The temp key's name carries the writer's pid (`PREFIX<pid>.XXXXXX`): one
+                // whose pid no longer runs was left by a crash between `genpkey` and `mv`,
+                // and is removed first (an older name without a pid too).
+                let tmp_prefix = format!("{}/.{}-key.troupe-", spec.dest.trim_end_matches('/'), spec.name);
                 let genpkey: Vec<String> = ["openssl", "genpkey"]
                     .into_iter()
                     .chain(req.key_type.openssl_genpkey_args())
@@ -738,12 +737,15 @@ impl Module for PkiCert {
                     .collect();
                 let script = format!(
                     "set -e\nmkdir -p -- {dest} || exit 2\n\
-                     command -v openssl >/dev/null 2>&1 || exit 127\numask 077\ntmp=$(mktemp {pattern})\n\
+                     command -v openssl >/dev/null 2>&1 || exit 127\numask 077\n\
+                     for o in {prefix}*; do [ -e \"$o\" ] || continue; q=${{o##*.troupe-}}; q=${{q%%.*}}; \
+                     kill -0 \"$q\" 2>/dev/null || [ -d \"/proc/$q\" ] || rm -f -- \"$o\" || :; done\n\
+                     tmp=$(mktemp {prefix}\"$$\".XXXXXX)\n\
                      if ! {genpkey} -out \"$tmp\" 2>/dev/null; then rm -f \"$tmp\"; echo 'openssl genpkey failed' >&2; exit 1; fi\n\
                      printf '%s\\n' \"${{tmp##*.troupe-}}\"\n\
                      if ! openssl req -new -key \"$tmp\" -subj {subj} -outform PEM; then rm -f \"$tmp\"; exit 1; fi\n",
                     dest = quote(&spec.dest),
-                    pattern = quote(&tmp_pattern),
+                    prefix = quote(&tmp_prefix),
                     genpkey = genpkey.join(" "),
                     subj = quote(&openssl_subj(&req.subject)),
                 );
@@ -772,7 +774,7 @@ impl Module for PkiCert {
                 // any byte but NUL, a newline too, so the path is not read back.
                 let stdout = out.stdout_str();
                 let (suffix, csr) = stdout.split_once('\n').unwrap_or((stdout.as_str(), ""));
-                let tmp = format!("{}{suffix}", tmp_pattern.trim_end_matches("XXXXXX"));
+                let tmp = format!("{tmp_prefix}{suffix}");
                 let signed = crate::pki::issue_from_csr(&ca, req, csr, &format!("CSR from {host}"), now);
                 let cert = match signed {
                     Ok(c) => c,

@@ -10,9 +10,11 @@
 //!
 //! Layout: [`keys`] (key types, generation, loading any PEM private key),
 //! [`issue`] (requests, CA creation, signing), [`inspect`] (facts from a certificate,
-//! the reissue decision), [`cfssl`] (importing cfssl JSON), [`naming`] (file names).
+//! the reissue decision), [`cfssl`] (importing cfssl JSON), [`naming`] (file names),
+//! [`guard`] (telling a CA's key, hiding private keys in diffs).
 
 pub mod cfssl;
+pub mod guard;
 pub mod inspect;
 pub mod issue;
 pub mod keys;

@@ -230,9 +230,13 @@ pub fn show_loc(loc: &troupe_dsl::model::Loc) -> String {
     format!("{}:{}:{}", shown.display(), loc.line, loc.column)
 }
 
-/// Unified diff of before/after text, `path` in the headers.
+/// Unified diff of before/after text, `path` in the headers. The body of a PEM
+/// private key on either side is never shown (one line with its size and a short hash
+/// stands in, so the diff still tells whether it changed).
 pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
-    similar::TextDiff::from_lines(before, after)
+    use crate::pki::guard::redact_private_keys;
+    let (before, after) = (redact_private_keys(before), redact_private_keys(after));
+    similar::TextDiff::from_lines(before.as_ref(), after.as_ref())
         .unified_diff()
         .context_radius(3)
         .header(&format!("{path} (before)"), &format!("{path} (after)"))
