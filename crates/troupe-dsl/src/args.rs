@@ -226,7 +226,6 @@ pub(crate) fn describe_json(v: &Value) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Whether any string in a literal value (or a map key) holds a NUL byte.
 fn holds_nul(v: &Value) -> bool {
     match v {
@@ -237,6 +236,7 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_kind(
     cx: &mut Cx,
     env: &mut Environment<'static>,
