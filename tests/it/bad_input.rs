@@ -172,3 +172,101 @@ fn a_rendered_nul_in_an_argument_fails_the_task_and_touches_nothing() {
         "{r}"
     );
 }
+
+/// Issue 11.7: each of these passed `check` and failed mid-run.
+#[test]
+fn missing_templates_and_files_and_unknown_filters_and_tests_are_check_errors() {
+    let lab = Lab::shared();
+    let cases: [(&str, &str, &str); 6] = [
+        (
+            r#"template src="nosuch.j2" dest="/srv/tests/x""#,
+            "troupe::check::template_not_found",
+            "template `nosuch.j2` not found",
+        ),
+        (
+            r#"copy src="nosuch.txt" dest="/srv/tests/x""#,
+            "troupe::check::file_not_found",
+            "`copy` source `nosuch.txt` not found",
+        ),
+        (
+            r#"template src="combine.j2" dest="/srv/tests/x""#,
+            "troupe::check::unknown_name",
+            "template `combine.j2` (line 2) uses the unknown filter `combine`",
+        ),
+        (
+            r#"template src="changed.j2" dest="/srv/tests/x""#,
+            "troupe::check::unknown_name",
+            "uses the unknown test `changed`",
+        ),
+        (
+            r#"debug msg="{{ a | combine(b) }}""#,
+            "troupe::check::unknown_name",
+            "argument `msg` uses the unknown filter `combine`",
+        ),
+        (
+            r#"debug msg="x"; when "r is changed""#,
+            "troupe::check::unknown_name",
+            "`when` uses the unknown test `changed`",
+        ),
+    ];
+    for (task, code, message) in cases {
+        let pb = playbook(&format!(
+            "play \"p\" hosts=all {{\n    task \"Bad\" {{ {task} }}\n}}\n"
+        ));
+        let templates = pb.dir.path().join("templates");
+        std::fs::create_dir(&templates).unwrap();
+        std::fs::write(
+            templates.join("combine.j2"),
+            "a\n{{ {'x': 1} | combine({'y': 2}) }}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            templates.join("changed.j2"),
+            "{% if r is changed %}x{% endif %}\n",
+        )
+        .unwrap();
+        let out = check(lab, &pb.path);
+        assert_eq!(out.code, CHECK_ERROR, "{task}: {}", out.show());
+        assert!(out.stderr.contains(code), "{task}: {}", out.show());
+        assert!(out.stderr.contains(message), "{task}: {}", out.show());
+        assert!(
+            out.stderr.contains("play.kdl:2:"),
+            "{task}: located at the task: {}",
+            out.show()
+        );
+    }
+}
+
+#[test]
+fn run_of_a_playbook_with_a_bad_later_template_touches_nothing() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("bad_input_later_template");
+    let pb = playbook(
+        r#"
+play "Two" hosts=all {
+    task "First" { file "{{ dir }}/first" state="touch" }
+    task "Later" { template src="later.j2" dest="{{ dir }}/later" }
+}
+"#,
+    );
+    let templates = pb.dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(templates.join("later.j2"), "{{ base | combine(extra) }}\n").unwrap();
+    let inv = lab_inventory(lab);
+    let var = format!("dir={dir}");
+    let out = crate::run_util::run(lab, &pb.path, &inv, &["-e", &var]);
+    assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
+    assert!(
+        out.stderr.contains("uses the unknown filter `combine`"),
+        "{}",
+        out.show()
+    );
+    assert!(!out.stdout.contains("First"), "no task started: {}", out.show());
+    for h in lab.host_names() {
+        assert_eq!(
+            lab.ssh_ok(h, &format!("ls -A {dir}")),
+            "",
+            "{h}: the first task's file is absent"
+        );
+    }
+}

@@ -15,10 +15,12 @@ mod context;
 mod error;
 mod filters;
 pub mod manifest;
+mod names;
 mod renderer;
 
 pub use context::{Context, Groups, HostVars};
 pub use error::RenderError;
+pub use names::{NameKind, UsedName, used_names};
 pub use renderer::{FUEL, Renderer};
 
 /// `quote` as a Rust function: POSIX shell quoting like Python's `shlex.quote`.

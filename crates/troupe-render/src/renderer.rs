@@ -136,6 +136,40 @@ impl Renderer {
             .map_err(|e| self.convert(e, Some((expr, WRAP_HEAD.len()))))
     }
 
+    /// The filters, tests and functions `src` uses that this renderer does not
+    /// provide, in order of use. `expr` says whether `src` is a bare expression (`when`)
+    /// rather than template text. minijinja only resolves names when it runs them, so
+    /// this is what lets the checker catch `| combine` or `is changed` before any host
+    /// is touched.
+    pub fn unknown_names(&self, src: &str, expr: bool) -> Vec<crate::UsedName> {
+        let mut known: HashMap<(crate::NameKind, String), bool> = HashMap::new();
+        crate::names::used_names(src, expr)
+            .into_iter()
+            .filter(|u| {
+                !*known
+                    .entry((u.kind, u.name.clone()))
+                    .or_insert_with(|| self.provides(u.kind, &u.name))
+            })
+            .collect()
+    }
+
+    /// Whether the environment has a filter, test or function of that name: a probe
+    /// render that fails with "unknown ..." only when it does not.
+    fn provides(&self, kind: crate::NameKind, name: &str) -> bool {
+        let probe = match kind {
+            crate::NameKind::Filter => format!("{{{{ none | {name} }}}}"),
+            crate::NameKind::Test => format!("{{{{ none is {name} }}}}"),
+            crate::NameKind::Function => format!("{{{{ {name}() }}}}"),
+        };
+        match self.env.render_str(&probe, ()) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+            ),
+        }
+    }
+
     /// The path `name` resolves to, if a search dir holds it.
     pub fn find_file(&self, name: &str) -> Option<PathBuf> {
         self.search_dirs

@@ -9,6 +9,7 @@ pub mod interrupt;
 pub mod module;
 pub mod modules;
 pub mod pki;
+pub mod preflight;
 pub mod report;
 pub mod scheduler;
 pub mod statcache;

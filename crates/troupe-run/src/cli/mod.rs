@@ -64,6 +64,7 @@ impl LoadArgs {
         let specs = crate::modules::specs();
         let playbook = troupe_dsl::load_playbook(&self.playbook, &specs, &opts).map_err(report)?;
         troupe_dsl::check_against_inventory(&playbook, &inventory).map_err(report)?;
+        crate::preflight::check(&playbook).map_err(report)?;
         Ok((inventory, playbook))
     }
 }
