@@ -93,9 +93,24 @@ async fn exec_with_stdin_env_cwd_and_exit_codes() {
     let out = conn.exec(&Cmd::script("kill -TERM $$")).await.unwrap();
     assert_eq!(out.exit_code, 128 + 15, "{out:?}");
 
-    // A large stdin echoed back: needs stdin and stdout to flow at the same time.
+    // A large stdin echoed back: needs stdin and stdout to flow at the same time. A
+    // users' command's output is kept as its tail (issue 11.5), all of it counted.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let out = conn.exec(&Cmd::argv(["cat"]).stdin(big.clone())).await.unwrap();
+    assert!(
+        big.ends_with(&out.stdout)
+            && out.stdout.len() <= troupe_run::connection::OUTPUT_TAIL
+            && out.stdout_dropped.bytes as usize + out.stdout.len() == big.len(),
+        "echoed {} bytes of {}, {:?} dropped",
+        out.stdout.len(),
+        big.len(),
+        out.stdout_dropped
+    );
+    // troupe's own commands keep all of it.
+    let out = conn
+        .exec(&Cmd::argv(["cat"]).stdin(big.clone()).internal())
+        .await
+        .unwrap();
     assert!(
         out.stdout == big,
         "echoed {} bytes of {}",

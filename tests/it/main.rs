@@ -12,5 +12,6 @@ mod run_errors;
 mod run_flow;
 mod run_interrupt;
 mod run_masking;
+mod run_output;
 mod run_secrets;
 mod run_util;

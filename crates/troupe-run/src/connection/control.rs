@@ -268,6 +268,7 @@ impl Frames {
             exit_code: code,
             stdout,
             stderr,
+            ..Output::default()
         })
     }
 }

@@ -128,6 +128,7 @@ impl FakeConnection {
                 exit_code: 0,
                 stdout: stdout.into(),
                 stderr: Vec::new(),
+                ..Output::default()
             },
         );
     }
@@ -198,6 +199,7 @@ impl Connection for FakeConnection {
                 exit_code: 127,
                 stdout: Vec::new(),
                 stderr: format!("fake host {}: no scripted answer for: {line}", self.host).into_bytes(),
+                ..Output::default()
             }))
     }
 

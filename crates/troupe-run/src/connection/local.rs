@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
+use super::{Cmd, ConnError, Connection, Dropped, FileAttrs, FileStat, Output, Tail, Tunnel, shell};
 
 #[derive(Debug, Clone)]
 pub struct LocalConnection {
@@ -63,7 +63,13 @@ impl LocalConnection {
         }
     }
 
-    async fn run(&self, line: &str, stdin: Option<Vec<u8>>) -> Result<Output, ConnError> {
+    /// Run `line` with `sh -c`; each output stream kept as its last `tail` bytes.
+    async fn run(
+        &self,
+        line: &str,
+        stdin: Option<Vec<u8>>,
+        tail: Option<usize>,
+    ) -> Result<Output, ConnError> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(ConnError::Interrupted {
                 host: self.host.clone(),
@@ -101,20 +107,41 @@ impl LocalConnection {
             }
             drop(pipe);
         });
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| self.io(format!("waiting for `{line}`: {e}")))?;
+        // Both pipes at once (a full one would block the command), each kept as its
+        // tail.
+        async fn drain(
+            pipe: Option<impl tokio::io::AsyncRead + Unpin>,
+            mut tail: Tail,
+        ) -> (Vec<u8>, Dropped) {
+            if let Some(mut pipe) = pipe {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match pipe.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => tail.push(&buf[..n]),
+                    }
+                }
+            }
+            tail.finish()
+        }
+        let stream = || tail.map_or_else(Tail::unbounded, Tail::new);
+        let ((stdout, stdout_dropped), (stderr, stderr_dropped), status) = tokio::join!(
+            drain(child.stdout.take(), stream()),
+            drain(child.stderr.take(), stream()),
+            child.wait()
+        );
+        let status = status.map_err(|e| self.io(format!("waiting for `{line}`: {e}")))?;
         feeder.abort();
         use std::os::unix::process::ExitStatusExt as _;
-        let exit_code = out
-            .status
+        let exit_code = status
             .code()
-            .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Ok(Output {
             exit_code,
-            stdout: out.stdout,
-            stderr: out.stderr,
+            stdout,
+            stderr,
+            stdout_dropped,
+            stderr_dropped,
         })
     }
 }
@@ -127,16 +154,17 @@ impl Connection for LocalConnection {
 
     async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
         let line = cmd.to_shell_line();
+        let tail = (!cmd.internal).then_some(super::OUTPUT_TAIL);
         match cmd.timeout.or(self.command_timeout) {
             // The child is killed on drop, i.e. when the timeout drops the future.
-            Some(after) => tokio::time::timeout(after, self.run(&line, cmd.stdin.clone()))
+            Some(after) => tokio::time::timeout(after, self.run(&line, cmd.stdin.clone(), tail))
                 .await
                 .map_err(|_| ConnError::Timeout {
                     host: self.host.clone(),
                     after,
                     command: line.clone(),
                 })?,
-            None => self.run(&line, cmd.stdin.clone()).await,
+            None => self.run(&line, cmd.stdin.clone(), tail).await,
         }
     }
 
@@ -201,7 +229,7 @@ impl Connection for LocalConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::FileKind;
+    use crate::connection::{FileKind, OUTPUT_TAIL};
 
     fn temp_dir() -> tempfile::TempDir {
         tempfile::tempdir().expect("temp dir")
@@ -250,6 +278,27 @@ mod tests {
         assert_eq!(out.stdout_str(), "");
         let refused = conn.exec(&Cmd::argv(["true"])).await.unwrap_err();
         assert!(matches!(refused, ConnError::Interrupted { .. }), "{refused:?}");
+    }
+
+    /// Regression (issue 11.5): a users' command keeps only the tail of its output
+    /// in memory, with counts of what was dropped; troupe's own commands keep it all.
+    #[tokio::test]
+    async fn long_output_is_kept_as_its_tail() {
+        let conn = LocalConnection::new("localhost");
+        // 3 MiB + of numbered lines on stdout, one long line on stderr.
+        let script = "seq 1 400000; head -c 3000000 /dev/zero | tr '\\0' x >&2";
+        let out = conn.exec(&Cmd::script(script)).await.unwrap();
+        assert!(out.stdout.len() <= OUTPUT_TAIL && out.stdout.len() > OUTPUT_TAIL - 4096);
+        assert!(out.stdout.ends_with(b"\n399999\n400000\n"));
+        let first: u64 = out.stdout_str().lines().next().unwrap().parse().unwrap();
+        assert_eq!(out.stdout_dropped.lines, first - 1, "whole lines dropped");
+        let all: u64 = (1..=400_000u64).map(|n| n.to_string().len() as u64 + 1).sum();
+        assert_eq!(out.stdout_dropped.bytes + out.stdout.len() as u64, all);
+        assert_eq!(out.stderr.len(), OUTPUT_TAIL);
+        assert_eq!(out.stderr_dropped.bytes, 3_000_000 - OUTPUT_TAIL as u64);
+        let own = conn.exec(&Cmd::script(script).internal()).await.unwrap();
+        assert_eq!(own.stdout.len() as u64, all);
+        assert_eq!(own.stdout_dropped, Dropped::default());
     }
 
     #[tokio::test]

@@ -79,8 +79,85 @@ impl Cmd {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Output {
     pub exit_code: i32,
+    /// All of it for troupe's own commands; for users' commands at most the last
+    /// [`OUTPUT_TAIL`] bytes, the rest counted in `stdout_dropped`.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    pub stdout_dropped: Dropped,
+    pub stderr_dropped: Dropped,
+}
+
+/// How much of a users' command's output stream is kept in memory on the controller:
+/// its last 1 MiB (from a line start when one is near), per stream, per command. A
+/// command printing 50 MB costs the controller about twice this while it runs, not
+/// 50 MB, and what a task registers or reports is bounded the same way. troupe's own
+/// commands (reads of files) are not bounded: their output is the file.
+pub const OUTPUT_TAIL: usize = 1024 * 1024;
+
+/// What was left out of a stream kept as its tail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub bytes: u64,
+    /// Newlines in what was dropped: the number of whole lines dropped.
+    pub lines: u64,
+}
+
+/// The last `limit` bytes of a stream, and counts of the rest. Memory stays under
+/// twice the limit whatever the stream's length.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    buf: Vec<u8>,
+    limit: usize,
+    dropped: Dropped,
+}
+
+impl Tail {
+    pub fn new(limit: usize) -> Tail {
+        Tail {
+            buf: Vec::new(),
+            limit,
+            dropped: Dropped::default(),
+        }
+    }
+
+    /// Keep everything (troupe's own commands).
+    pub fn unbounded() -> Tail {
+        Tail::new(usize::MAX)
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        // Cut at twice the limit, so each byte is moved at most once or twice.
+        if self.buf.len() > self.limit.saturating_mul(2) {
+            self.cut();
+        }
+    }
+
+    fn cut(&mut self) {
+        if self.buf.len() <= self.limit {
+            return;
+        }
+        let mut at = self.buf.len() - self.limit;
+        // Start at a line when one starts soon, else at a UTF-8 character.
+        let near = self.buf[at..].iter().take(4096).position(|b| *b == b'\n');
+        match near {
+            Some(i) => at += i + 1,
+            None => {
+                while at < self.buf.len() && (self.buf[at] & 0xc0) == 0x80 {
+                    at += 1;
+                }
+            }
+        }
+        self.dropped.bytes += at as u64;
+        self.dropped.lines += self.buf[..at].iter().filter(|b| **b == b'\n').count() as u64;
+        self.buf.drain(..at);
+    }
+
+    /// The kept tail and what was dropped.
+    pub fn finish(mut self) -> (Vec<u8>, Dropped) {
+        self.cut();
+        (self.buf, self.dropped)
+    }
 }
 
 impl Output {
@@ -248,5 +325,39 @@ pub trait Connection: Send + Sync {
     /// Close politely; dropping also works.
     async fn close(&self) -> Result<(), ConnError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever the stream and however it is split: the kept part is its end, at most
+    /// the limit long, and the counts add up to the stream.
+    #[test]
+    fn a_tail_keeps_the_end_and_counts_the_rest() {
+        let stream: Vec<u8> = (0..500_000u32)
+            .flat_map(|i| format!("line {i} {}\n", "é".repeat((i % 7) as usize)).into_bytes())
+            .collect();
+        for (limit, chunk) in [(1000, 1), (1000, 4096), (64 * 1024, 777), (10_000_000, 65536)] {
+            let mut t = Tail::new(limit);
+            for c in stream.chunks(chunk) {
+                t.push(c);
+            }
+            let (kept, dropped) = t.finish();
+            assert!(kept.len() <= limit, "{limit} {chunk}");
+            assert!(stream.ends_with(&kept), "{limit} {chunk}");
+            assert_eq!(dropped.bytes as usize + kept.len(), stream.len());
+            let cut = &stream[..dropped.bytes as usize];
+            assert_eq!(
+                dropped.lines as usize,
+                cut.iter().filter(|b| **b == b'\n').count()
+            );
+            if dropped.bytes > 0 {
+                assert_eq!(cut.last(), Some(&b'\n'), "the tail starts at a line");
+            }
+        }
+        let (all, none) = Tail::unbounded().finish();
+        assert!(all.is_empty() && none == Dropped::default());
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
 use super::control::{Abandoned, ControlError, ControlShell};
-use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tunnel, shell};
+use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tail, Tunnel, shell};
 use troupe_dsl::model::{ConnSettings, Host};
 
 /// Channels open at once on one connection, besides the control shell's. OpenSSH's
@@ -284,6 +284,7 @@ impl SshConnection {
         line: String,
         stdin: Option<Vec<u8>>,
         timeout: Option<Duration>,
+        tail: Option<usize>,
     ) -> Result<Output, ConnError> {
         if self.is_interrupted() {
             return Err(ConnError::Interrupted {
@@ -330,6 +331,10 @@ impl SshConnection {
             let _ = writer.shutdown().await;
         });
         let mut out = Output::default();
+        let stream = || tail.map_or_else(Tail::unbounded, Tail::new);
+        let (mut stdout, mut stderr) = (stream(), stream());
+        // The start of stderr, until the pid line in it is known.
+        let mut head: Vec<u8> = Vec::new();
         let mut exit = None;
         // The pid line comes first on stderr; `None` once it is known not to come.
         let mut pid: Option<u32> = None;
@@ -343,7 +348,7 @@ impl SshConnection {
                         feeder.abort();
                         let _ = channel.signal(russh::Sig::TERM).await;
                         let _ = channel.close().await;
-                        if let Some(pid) = pid.or_else(|| take_pid(&mut out.stderr)) {
+                        if let Some(pid) = pid.or_else(|| take_pid(&mut head)) {
                             self.kill_remote(pid).await;
                         }
                         return Err(timed_out());
@@ -353,15 +358,20 @@ impl SshConnection {
             };
             let Some(msg) = msg else { break };
             match msg {
-                ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                ChannelMsg::Data { data } => stdout.push(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } if !pid_pending => stderr.push(&data),
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
-                    out.stderr.extend_from_slice(&data);
-                    if pid_pending {
-                        match early_pid(&mut out.stderr) {
+                    head.extend_from_slice(&data);
+                    {
+                        match early_pid(&mut head) {
                             PidLine::NotYet => {}
-                            PidLine::Absent => pid_pending = false,
+                            PidLine::Absent => {
+                                pid_pending = false;
+                                stderr.push(&std::mem::take(&mut head));
+                            }
                             PidLine::Pid(p) => {
                                 pid_pending = false;
+                                stderr.push(&std::mem::take(&mut head));
                                 pid = Some(p);
                                 self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
                                 _running = Some(Running {
@@ -382,7 +392,7 @@ impl SshConnection {
                     error_message,
                     ..
                 } => {
-                    out.stderr.extend_from_slice(
+                    stderr.push(
                         format!("killed by signal {signal_name:?} {error_message}")
                             .trim_end()
                             .as_bytes(),
@@ -398,8 +408,11 @@ impl SshConnection {
         }
         feeder.abort();
         if pid_pending {
-            take_pid(&mut out.stderr);
+            take_pid(&mut head);
+            stderr.push(&head);
         }
+        (out.stdout, out.stdout_dropped) = stdout.finish();
+        (out.stderr, out.stderr_dropped) = stderr.finish();
         match exit {
             Some(code) => {
                 out.exit_code = code;
@@ -840,6 +853,7 @@ impl Connection for SshConnection {
             cmd.to_shell_line(),
             cmd.stdin.clone(),
             cmd.timeout.or(self.command_timeout),
+            (!cmd.internal).then_some(super::OUTPUT_TAIL),
         )
         .await
     }
@@ -896,6 +910,7 @@ impl Connection for SshConnection {
                         .to_shell_line(),
                     Some(contents.to_vec()),
                     self.command_timeout,
+                    None,
                 )
                 .await?
             }

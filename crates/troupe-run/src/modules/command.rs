@@ -46,7 +46,9 @@ Give the command line as the first value (split into words like a shell would, h
 or as an `argv` list. The task reports *changed* whenever the command runs; use `creates`/`removes` \
 to make it idempotent, or `changed-when` to judge from the output. A non-zero exit code fails the \
 task (see `failed-when`, `ignore-errors`). Registered result: `rc`, `stdout`, `stderr`, \
-`stdout_lines`, `cmd`.",
+`stdout_lines`, `cmd`. Only the last 1 MiB of each of stdout and stderr is kept (from a line \
+start): a command that prints more registers that tail, and `stdout_dropped_bytes`, \
+`stdout_dropped_lines` (and the same for `stderr`) say how much was left out.",
     args: &[
         ArgSpec {
             positional: true,
@@ -150,13 +152,21 @@ pub(crate) async fn apply_run(spec: &RunSpec, cx: &TaskCx<'_>) -> Result<Outcome
     let stdout_trimmed = stdout.strip_suffix('\n').unwrap_or(&stdout).to_string();
     let stderr_trimmed = stderr.strip_suffix('\n').unwrap_or(&stderr).to_string();
     let lines: Vec<&str> = stdout_trimmed.lines().collect();
-    let mut outcome = Outcome::changed(json!({
+    let mut data = json!({
         "rc": out.exit_code,
         "stdout": stdout_trimmed,
         "stderr": stderr_trimmed,
         "stdout_lines": lines,
         "cmd": spec.display(),
-    }));
+    });
+    // Only the tail of a long output reached us (`connection::OUTPUT_TAIL`): say so.
+    for (name, dropped) in [("stdout", out.stdout_dropped), ("stderr", out.stderr_dropped)] {
+        if dropped.bytes > 0 {
+            data[format!("{name}_dropped_bytes")] = json!(dropped.bytes);
+            data[format!("{name}_dropped_lines")] = json!(dropped.lines);
+        }
+    }
+    let mut outcome = Outcome::changed(data);
     if !out.success() {
         let tail = tail_lines(&stderr_trimmed, 10);
         outcome.failed = Some(if tail.is_empty() {

@@ -62,6 +62,7 @@ impl FakeHost {
                 exit_code: code,
                 stdout: stdout.as_bytes().to_vec(),
                 stderr: stderr.as_bytes().to_vec(),
+                ..Output::default()
             },
         ));
     }
