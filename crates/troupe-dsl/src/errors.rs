@@ -362,6 +362,9 @@ fn count(n: usize) -> String {
 pub(crate) struct Problems {
     files: Vec<Arc<SourceFile>>,
     found: Vec<(usize, DslError)>,
+    /// Where values of `(secret)` variables are written, per file: blanked out of the
+    /// source snippets of the report.
+    secret_spans: Vec<(usize, SourceSpan)>,
 }
 
 impl Problems {
@@ -382,6 +385,48 @@ impl Problems {
         self.found.is_empty()
     }
 
+    /// Marks `span` of `file` as a secret's value, never to be shown in a snippet.
+    pub(crate) fn hide(&mut self, file: usize, span: SourceSpan) {
+        self.secret_spans.push((file, span));
+    }
+
+    /// The source of file `i` as the report shows it: every secret's value overwritten
+    /// with `*` byte for byte (line breaks kept), so the labels' byte spans and the line
+    /// numbers stay right. A file that did not parse has no known secret spans: there,
+    /// whatever follows `(secret)NAME` on its line is blanked instead.
+    fn shown(&self, i: usize) -> NamedSource<Arc<str>> {
+        let file = &self.files[i];
+        let mut spans: Vec<(usize, usize)> = self
+            .secret_spans
+            .iter()
+            .filter(|(f, _)| *f == i)
+            .map(|(_, s)| (s.offset(), s.offset() + s.len()))
+            .collect();
+        let unparsed = self
+            .found
+            .iter()
+            .any(|(f, e)| *f == i && matches!(e, DslError::Syntax { .. }));
+        if unparsed {
+            spans.extend(secret_lines(&file.text));
+        }
+        if spans.is_empty() {
+            return file.named();
+        }
+        let mut bytes = file.text.as_bytes().to_vec();
+        for (start, end) in spans {
+            let end = end.min(bytes.len());
+            for b in bytes.get_mut(start.min(end)..end).into_iter().flatten() {
+                if *b != b'\n' && *b != b'\r' {
+                    *b = b'*';
+                }
+            }
+        }
+        // Only whole bytes of the text became ASCII `*`: still UTF-8.
+        let text =
+            String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        NamedSource::new(file.path.display().to_string(), Arc::from(text)).with_language("kdl")
+    }
+
     /// `Ok(())` when nothing was found, else one report headed by `main` (the file the
     /// user asked for) with every problem, sorted by file and position.
     pub(crate) fn finish(mut self, main: &str) -> Result<(), miette::Report> {
@@ -389,13 +434,13 @@ impl Problems {
             return Ok(());
         }
         self.found.sort_by_key(|(file, e)| (*file, e.offset()));
-        let files = self.files;
+        let shown: Vec<NamedSource<Arc<str>>> = (0..self.files.len()).map(|i| self.shown(i)).collect();
         let problems = self
             .found
             .into_iter()
             .map(|(file, error)| Located {
                 error,
-                src: files[file].named(),
+                src: shown[file].clone(),
             })
             .collect();
         Err(miette::Report::new(Invalid {
@@ -403,6 +448,22 @@ impl Problems {
             problems,
         }))
     }
+}
+
+/// In text that did not parse, the byte ranges after each `(secret)NAME` to the end of
+/// its line: the best guess at where a secret's value is written.
+fn secret_lines(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("(secret)") {
+        let rest = &text[at + "(secret)".len()..];
+        let name_len = rest
+            .find(|c: char| c.is_whitespace() || c == '=' || c == '"' || c == '{' || c == ';')
+            .unwrap_or(rest.len());
+        let start = at + "(secret)".len() + name_len;
+        let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+        out.push((start, end));
+    }
+    out
 }
 
 /// "did you mean `x`?" for a misspelt name, or the list of valid names when it is short

@@ -67,6 +67,11 @@ impl Cx {
         self.problems.push(self.file_idx, error);
     }
 
+    /// `span` of the current file holds a secret's value: never shown in a report.
+    pub(crate) fn hide(&mut self, span: SourceSpan) {
+        self.problems.hide(self.file_idx, span);
+    }
+
     pub(crate) fn loc(&self, span: SourceSpan) -> Loc {
         self.file.loc(span)
     }

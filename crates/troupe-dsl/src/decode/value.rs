@@ -334,6 +334,10 @@ pub(crate) fn vars_block(cx: &mut Cx, doc: &KdlDocument, into: &mut Vars) {
         }
         if secret {
             cx.secrets.insert(name.to_string());
+            // everything after the name is the value, in whatever shape it is written
+            let start = span.offset() + span.len();
+            let end = node.span().offset() + node.span().len();
+            cx.hide(SourceSpan::from(start..end.max(start)));
         }
         if let Some(v) = node_value_as(cx, node, if secret { None } else { ty }) {
             let (i, _) = into.insert_full(name.to_string(), v);
