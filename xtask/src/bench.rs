@@ -42,6 +42,11 @@ use xtask::lab::{self, LabInfo};
 #[path = "bench_etcd.rs"]
 mod etcd;
 
+/// `bench --output-memory`: controller peak RSS with 50 MB of output on each of 3
+/// hosts (issue 11.5).
+#[path = "bench_memory.rs"]
+mod memory;
+
 const LAB_NAME: &str = "bench";
 /// Where the workload lives on every host (`/srv` is per host in the lab).
 const REMOTE_DIR: &str = "/srv/bench";
@@ -62,7 +67,8 @@ options:
   --keep-lab             leave the bench lab running afterwards
   --out FILE             write the results here instead of bench/results/DATE-HOST.md
   --micro                run the criterion micro-benchmarks (parse+check, render) only
-  --etcd                 time the etcd 1 -> 3 expansion on fresh labs instead (`bench --etcd --help`)";
+  --etcd                 time the etcd 1 -> 3 expansion on fresh labs instead (`bench --etcd --help`)
+  --output-memory        controller peak RSS with 50 MB of output on each of 3 hosts instead";
 
 // ---------------------------------------------------------------------------------
 // Options
@@ -229,6 +235,10 @@ pub fn run(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--etcd") {
         measure_exe()?;
         return etcd::run(args);
+    }
+    if args.iter().any(|a| a == "--output-memory") {
+        measure_exe()?;
+        return memory::run(args);
     }
     let opts = parse_options(args)?;
     measure_exe()?;

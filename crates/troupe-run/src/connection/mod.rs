@@ -88,11 +88,11 @@ pub struct Output {
 }
 
 /// How much of a users' command's output stream is kept in memory on the controller:
-/// its last 1 MiB (from a line start when one is near), per stream, per command. A
+/// its last 512 KiB (from a line start when one is near), per stream, per command. A
 /// command printing 50 MB costs the controller about twice this while it runs, not
 /// 50 MB, and what a task registers or reports is bounded the same way. troupe's own
 /// commands (reads of files) are not bounded: their output is the file.
-pub const OUTPUT_TAIL: usize = 1024 * 1024;
+pub const OUTPUT_TAIL: usize = 512 * 1024;
 
 /// What was left out of a stream kept as its tail.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,9 +126,19 @@ impl Tail {
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        // Cut down to the limit when twice the limit would be passed, so each byte is
+        // moved at most once, and the buffer never grows past that (a growing `Vec`
+        // would double its capacity).
+        let most = self.limit.saturating_mul(2);
+        if self.buf.len() + data.len() > most {
+            self.cut();
+            if self.buf.capacity() < most {
+                self.buf.reserve_exact(most - self.buf.len());
+            }
+        }
         self.buf.extend_from_slice(data);
-        // Cut at twice the limit, so each byte is moved at most once or twice.
-        if self.buf.len() > self.limit.saturating_mul(2) {
+        if self.buf.len() > most {
+            // One chunk longer than the limit.
             self.cut();
         }
     }

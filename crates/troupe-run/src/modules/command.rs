@@ -46,7 +46,7 @@ Give the command line as the first value (split into words like a shell would, h
 or as an `argv` list. The task reports *changed* whenever the command runs; use `creates`/`removes` \
 to make it idempotent, or `changed-when` to judge from the output. A non-zero exit code fails the \
 task (see `failed-when`, `ignore-errors`). Registered result: `rc`, `stdout`, `stderr`, \
-`stdout_lines`, `cmd`. Only the last 1 MiB of each of stdout and stderr is kept (from a line \
+`stdout_lines`, `cmd`. Only the last 512 KiB of each of stdout and stderr is kept (from a line \
 start): a command that prints more registers that tail, and `stdout_dropped_bytes`, \
 `stdout_dropped_lines` (and the same for `stderr`) say how much was left out.",
     args: &[
