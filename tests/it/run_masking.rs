@@ -201,3 +201,91 @@ fn checker_snippets_never_show_secret_values() {
             terminator. Did you want a space here?
     ");
 }
+
+/// The command waits for `go` in its folder, so the test can look at every process of
+/// the host while it runs; then it writes what it got in `$TOKEN` and on stdin.
+const ENV: &str = r##"
+play "Env" hosts=podc01 {
+    vars { (secret)token "tok'en \"q\" $HOME \\ back\nline2 env-secret-marker" }
+    task "Wait" {
+        shell "while [ ! -e go ]; do sleep 0.1; done; printf %s \"$TOKEN\" > token; cat > stdin" chdir="{{ dir }}" stdin="user's stdin\nline 2\n" {
+            env { TOKEN "{{ token }}"; PLAIN "x" }
+        }
+    }
+}
+"##;
+
+/// Every process's argv on the machine (the lab's hosts share the controller's pid
+/// namespace), NULs shown as spaces.
+fn all_cmdlines() -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            out.push(String::from_utf8_lossy(&raw).replace('\0', " "));
+        }
+    }
+    out
+}
+
+#[test]
+fn env_values_are_never_on_a_command_line() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("run_masking_env");
+    let local = lab.host_path("podc01", "/srv").join("tests/run_masking_env");
+    let pb = playbook(ENV);
+    let dir_arg = format!("dir={dir}");
+    let mut child = lab
+        .troupe_cmd()
+        .args(["run", pb.path_str(), "-i"])
+        .arg(lab_inventory(lab))
+        .args(["-e", &dir_arg])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the command runs (its loop is on a command line of its own), then once more
+    // with it running: no process shows the secret, or any line of it.
+    loop {
+        let lines = all_cmdlines();
+        for l in &lines {
+            assert!(
+                !l.contains("env-secret-marker") && !l.contains("tok'en"),
+                "a command line shows the env value: {l}"
+            );
+        }
+        if lines
+            .iter()
+            .any(|l| l.contains("while [ ! -e go ]") && l.contains("TOKEN"))
+        {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "troupe ended ({status}) before the command was seen:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(local.join("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("env-secret-marker"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(local.join("token")).unwrap(),
+        "tok'en \"q\" $HOME \\ back\nline2 env-secret-marker",
+        "the command gets the value byte for byte"
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("stdin")).unwrap(),
+        "user's stdin\nline 2\n",
+        "and exactly the task's stdin after it"
+    );
+}

@@ -157,14 +157,14 @@ impl Connection for LocalConnection {
         let tail = (!cmd.internal).then_some(super::OUTPUT_TAIL);
         match cmd.timeout.or(self.command_timeout) {
             // The child is killed on drop, i.e. when the timeout drops the future.
-            Some(after) => tokio::time::timeout(after, self.run(&line, cmd.stdin.clone(), tail))
+            Some(after) => tokio::time::timeout(after, self.run(&line, cmd.shell_stdin(), tail))
                 .await
                 .map_err(|_| ConnError::Timeout {
                     host: self.host.clone(),
                     after,
                     command: line.clone(),
                 })?,
-            None => self.run(&line, cmd.stdin.clone(), tail).await,
+            None => self.run(&line, cmd.shell_stdin(), tail).await,
         }
     }
 

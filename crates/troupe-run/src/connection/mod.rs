@@ -70,9 +70,15 @@ impl Cmd {
         self
     }
 
-    /// The single line handed to the remote shell, with cwd and env applied.
+    /// The single line handed to the remote shell, with cwd and env applied (env
+    /// values travel on stdin: see [`shell::command_line`]).
     pub fn to_shell_line(&self) -> String {
         shell::command_line(self)
+    }
+
+    /// What to feed the line of [`Cmd::to_shell_line`] on stdin.
+    pub fn shell_stdin(&self) -> Option<Vec<u8>> {
+        shell::session_stdin(self)
     }
 }
 

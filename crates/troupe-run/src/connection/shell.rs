@@ -23,7 +23,16 @@ pub fn quote_argv<S: AsRef<str>>(argv: &[S]) -> String {
         .join(" ")
 }
 
-/// `cd DIR && env K=V ... PROGRAM` as one line for the remote login shell.
+/// `cd DIR && <env from stdin> && PROGRAM` as one line for the remote login shell.
+///
+/// Environment values never appear on the line: a command line is readable by every
+/// user of the host (`ps`, `/proc/*/cmdline`) for as long as the command runs, and
+/// `env {}` is where tokens go. The line holds only the names; the values come first on
+/// the command's stdin ([`session_stdin`]), one line each, every byte written as an
+/// octal escape, and the shell's own `read` and `printf` builtins (no process, no
+/// argv) decode them byte for byte (quotes, newlines, trailing newlines included).
+/// `read` on a pipe takes one byte at a time, so the command gets exactly the user's
+/// stdin after them. Names must be shell variable names ([`is_env_name`]).
 pub fn command_line(cmd: &Cmd) -> String {
     let body = match &cmd.program {
         CmdProgram::Argv(argv) => quote_argv(argv),
@@ -33,15 +42,43 @@ pub fn command_line(cmd: &Cmd) -> String {
     if let Some(dir) = &cmd.cwd {
         line.push_str(&format!("cd {} && ", quote(dir)));
     }
+    for (k, _) in &cmd.env {
+        // `.` keeps trailing newlines through the command substitution
+        line.push_str(&format!(
+            "IFS= read -r troupe_v && troupe_v=$(printf \"$troupe_v.\") && export {}=\"${{troupe_v%.}}\" && ",
+            quote(k)
+        ));
+    }
     if !cmd.env.is_empty() {
-        line.push_str("env ");
-        for (k, v) in &cmd.env {
-            line.push_str(&quote(&format!("{k}={v}")));
-            line.push(' ');
-        }
+        line.push_str("unset troupe_v && ");
     }
     line.push_str(&body);
     line
+}
+
+/// What the command line of [`command_line`] reads on stdin: the environment values
+/// (one line each, every byte as `\ooo`), then the user's stdin. `None` when neither.
+pub fn session_stdin(cmd: &Cmd) -> Option<Vec<u8>> {
+    if cmd.env.is_empty() {
+        return cmd.stdin.clone();
+    }
+    let mut out = Vec::new();
+    for (_, v) in &cmd.env {
+        for b in v.bytes() {
+            out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out.extend_from_slice(cmd.stdin.as_deref().unwrap_or_default());
+    Some(out)
+}
+
+/// Whether `name` can be an environment variable of a command: a shell name
+/// (`[A-Za-z_][A-Za-z0-9_]*`).
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Exit status of the read snippet when the path does not exist (with [`ABSENT_MARK`]
@@ -305,7 +342,16 @@ mod tests {
         let mut cmd = Cmd::argv(["ls", "-l", "my dir"]);
         cmd.cwd = Some("/tmp/x y".into());
         cmd.env = vec![("A".into(), "1 2".into())];
-        assert_eq!(command_line(&cmd), "cd '/tmp/x y' && env 'A=1 2' ls -l 'my dir'");
+        assert_eq!(
+            command_line(&cmd),
+            "cd '/tmp/x y' && IFS= read -r troupe_v && troupe_v=$(printf \"$troupe_v.\") && \
+             export A=\"${troupe_v%.}\" && unset troupe_v && ls -l 'my dir'"
+        );
+        assert!(
+            !command_line(&cmd).contains("1 2"),
+            "values are never on the line"
+        );
+        assert_eq!(session_stdin(&cmd).unwrap(), b"\\061\\040\\062\n");
         assert_eq!(command_line(&Cmd::script("echo $HOME")), "sh -c 'echo $HOME'");
     }
 

@@ -844,14 +844,14 @@ impl Connection for SshConnection {
     async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
         // troupe's own operations go to the control shell when it is free; a second
         // one at the same time takes a session rather than wait.
-        if cmd.internal && cmd.stdin.is_none() {
+        if cmd.internal && cmd.stdin.is_none() && cmd.env.is_empty() {
             if let Some(answer) = self.try_control(cmd).await {
                 return answer;
             }
         }
         self.run(
             cmd.to_shell_line(),
-            cmd.stdin.clone(),
+            cmd.shell_stdin(),
             cmd.timeout.or(self.command_timeout),
             (!cmd.internal).then_some(super::OUTPUT_TAIL),
         )

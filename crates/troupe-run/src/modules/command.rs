@@ -29,7 +29,7 @@ pub(crate) const GUARD_ARGS: [ArgSpec; 5] = [
     ArgSpec::new(
         "env",
         ArgKind::Map,
-        "Environment variables to set, as a map (`env { NAME \"value\" }`).",
+        "Environment variables to set, as a map (`env { NAME \"value\" }`); names are shell names. The values reach the command through its stdin, read before the command starts, never on a command line that `ps` shows.",
     ),
     ArgSpec::new(
         "stdin",
@@ -93,7 +93,7 @@ impl RunSpec {
             creates: args::opt_str(a, "creates")?,
             removes: args::opt_str(a, "removes")?,
             chdir: args::opt_str(a, "chdir")?,
-            env: args::opt_str_map(a, "env")?,
+            env: env_vars(a)?,
             stdin: args::opt_str(a, "stdin")?,
         })
     }
@@ -104,6 +104,22 @@ impl RunSpec {
             CmdProgram::Script(s) => s.clone(),
         }
     }
+}
+
+/// `env {}`: names that a shell can `export` (the values reach the command through its
+/// stdin, never its command line: see `connection::shell::command_line`).
+fn env_vars(a: &Args) -> Result<Vec<(String, String)>, TaskError> {
+    let env = args::opt_str_map(a, "env")?;
+    if let Some((bad, _)) = env
+        .iter()
+        .find(|(k, _)| !crate::connection::shell::is_env_name(k))
+    {
+        return Err(TaskError::bad_arg(
+            "env",
+            format!("`{bad}` is not a variable name: use letters, digits and `_`, not starting with a digit"),
+        ));
+    }
+    Ok(env)
 }
 
 /// `creates`/`removes` guards: `Some(reason)` when the command should not run.

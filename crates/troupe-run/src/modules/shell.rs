@@ -80,7 +80,12 @@ mod tests {
         assert!(out.changed);
         assert_eq!(
             host.commands(),
-            ["cd /tmp && env 'A=x y' sh -c 'echo $A | wc -c'"]
+            [
+                "cd /tmp && IFS= read -r troupe_v && troupe_v=$(printf \"$troupe_v.\") && \
+              export A=\"${troupe_v%.}\" && unset troupe_v && sh -c 'echo $A | wc -c'"
+            ]
         );
+        // the value is not on the command line (the host reads it on stdin)
+        assert!(!host.commands()[0].contains("x y"));
     }
 }
