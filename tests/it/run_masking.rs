@@ -289,3 +289,51 @@ fn env_values_are_never_on_a_command_line() {
         "and exactly the task's stdin after it"
     );
 }
+
+/// A generated password holding `{{` and `%}`, registered and used through a variable:
+/// it is data, passed as it is; a written value that is a broken template is reported
+/// naming its variable, without showing the value.
+const BRACES: &str = r##"
+play "Braces" hosts=podc01 {
+    vars { (secret)literal "{% raw %}lit{{eral%}-secret{% endraw %}" }
+    task "Generate" no-log=#true { shell "printf 'gen\\173\\173er%%}ated-secret'"; register "gen" }
+    task "Use" {
+        vars { pw "{{ gen.stdout }}" }
+        shell "printf '%s|%s' \"$PW\" \"$LIT\" > {{ dir }}/got" { env { PW "{{ pw }}"; LIT "{{ literal }}" } }
+    }
+}
+"##;
+
+const BROKEN: &str = r##"
+play "Broken" hosts=podc01 {
+    vars { (secret)broken "bro{{ken-secret" }
+    task "Any" { debug msg="hi" }
+}
+"##;
+
+#[test]
+fn values_holding_template_syntax_are_data_or_errors_naming_the_variable() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("run_masking_braces");
+    let pb = playbook(BRACES);
+    let dir_arg = format!("dir={dir}");
+    let out = run(lab, &pb.path, &lab_inventory(lab), &["-e", &dir_arg]);
+    assert_eq!(out.code, 0, "{}", out.show());
+    assert_eq!(
+        lab.ssh_ok("podc01", &format!("cat {dir}/got")),
+        "gen{{er%}ated-secret|lit{{eral%}-secret"
+    );
+    assert!(!out.stdout.contains("-secret"), "{}", out.show());
+
+    let pb = playbook(BROKEN);
+    let out = run(lab, &pb.path, &lab_inventory(lab), &["--output", "json"]);
+    assert_eq!(out.code, 1, "{}", out.show());
+    assert!(!out.stdout.contains("ken-secret"), "{}", out.show());
+    let r = &out.results("Any")[0];
+    assert_eq!(r["error"]["code"], "troupe::render::var", "{r}");
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("in the value of variable `broken`: syntax error"),
+        "{message}"
+    );
+}

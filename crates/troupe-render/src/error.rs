@@ -114,6 +114,25 @@ pub enum RenderError {
         help("only strings, numbers, booleans, none, lists and maps can be passed to tasks")
     )]
     NotData { expr: String, detail: String },
+
+    /// A variable's value, as written, is a template that failed: the variable is named,
+    /// the cause is below.
+    #[error("in the value of variable `{name}`: {cause}")]
+    #[diagnostic(
+        code(troupe::render::var),
+        help(
+            "a variable's value is a template, rendered once as written: for a literal `{{{{` or `{{%` (a password that holds one) write the value as `{{% raw %}}…{{% endraw %}}`; what it takes from other variables and registered results is data, never rendered again"
+        )
+    )]
+    InVar { name: String, cause: Box<RenderError> },
+
+    /// Variables whose values are templates refer to each other in a circle.
+    #[error("variables refer to each other in a circle: {names}")]
+    #[diagnostic(
+        code(troupe::render::var_cycle),
+        help("give one of them a value that does not use the others")
+    )]
+    Cycle { names: String },
 }
 
 impl RenderError {
@@ -125,7 +144,8 @@ impl RenderError {
             | RenderError::OutOfFuel { template, .. }
             | RenderError::Eval { template, .. } => Some(template),
             RenderError::NotFound { name, .. } => Some(name),
-            RenderError::Read { .. } | RenderError::NotData { .. } => None,
+            RenderError::InVar { cause, .. } => cause.template(),
+            RenderError::Read { .. } | RenderError::NotData { .. } | RenderError::Cycle { .. } => None,
         }
     }
 
@@ -136,6 +156,7 @@ impl RenderError {
             | RenderError::Syntax { line, .. }
             | RenderError::OutOfFuel { line, .. }
             | RenderError::Eval { line, .. } => Some(*line),
+            RenderError::InVar { cause, .. } => cause.line(),
             _ => None,
         }
     }

@@ -153,6 +153,15 @@ impl Renderer {
             .collect()
     }
 
+    /// The variables the template text `src` reads (top-level names, not defined by the
+    /// template itself); `None` when it does not parse.
+    pub fn referenced_vars(&self, src: &str) -> Option<std::collections::HashSet<String>> {
+        self.env
+            .template_from_str(src)
+            .ok()
+            .map(|t| t.undeclared_variables(false))
+    }
+
     /// Whether the environment has a filter, test or function of that name: a probe
     /// render that fails with "unknown ..." only when it does not.
     fn provides(&self, kind: crate::NameKind, name: &str) -> bool {

@@ -459,7 +459,7 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
         inp.registered,
         inp.play_hosts,
     );
-    let vars = match vars::resolve(&env.shared, &renderer, vars) {
+    let vars = match vars::resolve(&env.shared, &renderer, vars, inp.registered) {
         Ok(v) => v,
         Err(e) => return (vec![render_err(env, e)], None),
     };

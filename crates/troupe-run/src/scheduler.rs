@@ -414,7 +414,8 @@ impl Scheduler {
                     &state.registered,
                     play_hosts,
                 );
-                let Ok(vars) = crate::vars::resolve(&self.env.shared, &renderer, vars) else {
+                let Ok(vars) = crate::vars::resolve(&self.env.shared, &renderer, vars, &state.registered)
+                else {
                     continue;
                 };
                 let ctx = self.env.shared.context(vars);

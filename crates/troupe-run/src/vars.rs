@@ -123,22 +123,79 @@ fn is_templated(v: &Value) -> bool {
     }
 }
 
-/// Render values that are templates, against the merged vars, until none is left
-/// (at most a few rounds: `a` → `b` → `c` chains are fine, cycles are an error).
-pub fn resolve(shared: &Shared, renderer: &Renderer, mut vars: Vars) -> Result<Vars, RenderError> {
-    for _ in 0..4 {
-        let pending: Vec<String> = vars
+/// Names troupe sets itself: data, never templates.
+const MAGIC: &[&str] = &[
+    "inventory_hostname",
+    "inventory_hostname_short",
+    "group_names",
+    "play_hosts",
+    "troupe_check_mode",
+];
+
+/// Every string inside a value.
+fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+/// Render the values that are templates *as written*, each exactly once, against the
+/// merged vars, in the order their references need (`a` → `b` → `c` chains are fine,
+/// circles are an error).
+///
+/// What rendering produces is data: a value that took `{{` from another variable (a
+/// password that happens to contain it), a registered result (`registered`, a command's
+/// output) and troupe's own names are never rendered, so they cannot fail as templates
+/// or run as code. A value that fails is reported naming its variable.
+pub fn resolve(
+    shared: &Shared,
+    renderer: &Renderer,
+    mut vars: Vars,
+    registered: &Vars,
+) -> Result<Vars, RenderError> {
+    let is_data =
+        |k: &str| MAGIC.contains(&k) || (registered.contains_key(k) && !shared.extra.contains_key(k));
+    let mut pending: IndexMap<String, Vec<String>> = IndexMap::new();
+    for (k, v) in &vars {
+        if is_data(k) || !is_templated(v) {
+            continue;
+        }
+        let mut texts = Vec::new();
+        strings(v, &mut texts);
+        let mut refs: Vec<String> = Vec::new();
+        for t in texts {
+            // a text that does not parse fails below, naming the variable
+            refs.extend(renderer.referenced_vars(t).unwrap_or_default());
+        }
+        // `path "{{ path }}/x"` reads the value as merged, not itself once rendered
+        refs.retain(|r| r != k);
+        pending.insert(k.clone(), refs);
+    }
+    while !pending.is_empty() {
+        let ready: Vec<String> = pending
             .iter()
-            .filter(|(_, v)| is_templated(v))
+            .filter(|(_, refs)| !refs.iter().any(|r| pending.contains_key(r)))
             .map(|(k, _)| k.clone())
             .collect();
-        if pending.is_empty() {
-            return Ok(vars);
+        if ready.is_empty() {
+            let names: Vec<String> = pending.keys().map(|k| format!("`{k}`")).collect();
+            return Err(RenderError::Cycle {
+                names: names.join(", "),
+            });
         }
         let ctx = shared.context(vars.clone());
-        for key in pending {
-            let rendered = renderer.render_value(&vars[&key], &ctx)?;
-            vars.insert(key, rendered);
+        for key in ready {
+            let rendered = renderer
+                .render_value(&vars[&key], &ctx)
+                .map_err(|e| RenderError::InVar {
+                    name: key.clone(),
+                    cause: Box::new(e),
+                })?;
+            vars.insert(key.clone(), rendered);
+            pending.shift_remove(&key);
         }
     }
     Ok(vars)
@@ -243,5 +300,73 @@ mod tests {
         assert_eq!(v["inventory_hostname"], "podc01");
         assert_eq!(shared.groups["etcd"], ["podc01"]);
         assert_eq!(shared.groups["all"], ["podc01"]);
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            groups: Arc::new(IndexMap::new()),
+            hostvars: Arc::new(IndexMap::new()),
+            extra: Vars::new(),
+            check_mode: false,
+        }
+    }
+
+    #[test]
+    fn values_are_rendered_once_as_written_and_what_they_take_is_data() {
+        let r = Renderer::new(vec![]);
+        let all = vars(&[
+            ("password", json!("{% raw %}pa{{ss%}w{#rd{% endraw %}")),
+            ("dsn", json!("db://u:{{ password }}@127.0.0.1")),
+            ("token", json!("{{ gen.stdout }}")),
+            ("a", json!("{{ b }}/a")),
+            ("b", json!("{{ c }}/b")),
+            ("c", json!("c")),
+            ("out", json!({"stdout": "{{ 7 * 7 }}"})),
+        ]);
+        let mut all = all;
+        let registered = vars(&[
+            ("out", json!({"stdout": "{{ 7 * 7 }}"})),
+            ("gen", json!({"stdout": "x{{y}}%}z"})),
+        ]);
+        all.extend(registered.clone());
+        let got = resolve(&shared(), &r, all, &registered).unwrap();
+        // What a value takes from another variable is data: the password's `{{` (written
+        // raw) and a generated token's are text in every value that uses them.
+        assert_eq!(got["password"], json!("pa{{ss%}w{#rd"));
+        assert_eq!(got["dsn"], json!("db://u:pa{{ss%}w{#rd@127.0.0.1"));
+        assert_eq!(got["token"], json!("x{{y}}%}z"));
+        assert_eq!(got["a"], json!("c/b/a"));
+        assert_eq!(
+            got["out"],
+            json!({"stdout": "{{ 7 * 7 }}"}),
+            "registered output never runs"
+        );
+    }
+
+    #[test]
+    fn a_value_that_fails_names_its_variable_and_circles_are_errors() {
+        let r = Renderer::new(vec![]);
+        let err = resolve(
+            &shared(),
+            &r,
+            vars(&[("broken", json!("x {{ nope"))]),
+            &Vars::new(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("in the value of variable `broken`: "),
+            "{err}"
+        );
+        let err = resolve(
+            &shared(),
+            &r,
+            vars(&[("x", json!("{{ y }}")), ("y", json!("{{ x }}"))]),
+            &Vars::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "variables refer to each other in a circle: `x`, `y`"
+        );
     }
 }

@@ -107,7 +107,7 @@ pub fn main(args: RenderArgs) -> ExitCode {
                 );
             };
             let vars = vars::task_vars(&shared, &host, play, task, &registered, &play_hosts);
-            let vars = match vars::resolve(&shared, &renderer, vars) {
+            let vars = match vars::resolve(&shared, &renderer, vars, &registered) {
                 Ok(v) => v,
                 Err(e) => {
                     fail(&e);
