@@ -54,7 +54,13 @@ pub struct LoadArgs {
 impl LoadArgs {
     /// Load and check both files; diagnostics are printed to stderr.
     pub fn load(&self) -> Result<(Inventory, Playbook), ExitCode> {
-        let inventory = troupe_dsl::load_inventory(&self.inventory).map_err(report)?;
+        self.try_load().map_err(report)
+    }
+
+    /// Load and check both files against the real module registry, returning the first
+    /// diagnostic instead of printing it (what `troupe check` runs, usable from tests).
+    pub fn try_load(&self) -> miette::Result<(Inventory, Playbook)> {
+        let inventory = troupe_dsl::load_inventory(&self.inventory)?;
         // `..Default::default()` keeps this compiling when the DSL adds options.
         #[allow(clippy::needless_update)]
         let opts = troupe_dsl::LoadOptions {
@@ -62,9 +68,9 @@ impl LoadArgs {
             ..Default::default()
         };
         let specs = crate::modules::specs();
-        let playbook = troupe_dsl::load_playbook(&self.playbook, &specs, &opts).map_err(report)?;
-        troupe_dsl::check_against_inventory(&playbook, &inventory).map_err(report)?;
-        crate::preflight::check(&playbook).map_err(report)?;
+        let playbook = troupe_dsl::load_playbook(&self.playbook, &specs, &opts)?;
+        troupe_dsl::check_against_inventory(&playbook, &inventory)?;
+        crate::preflight::check(&playbook)?;
         Ok((inventory, playbook))
     }
 }
