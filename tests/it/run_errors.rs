@@ -189,3 +189,40 @@ fn run_failing_command_is_reported_with_stderr_and_others_go_on() {
     FAILED (1 failed): 1 hosts, 0 ok, 0 changed, 1 failed, 0 unreachable, 0 skipped in [ELAPSED]
     "#);
 }
+
+/// A domain error (here pki's) reaches the JSON output with its own diagnostic code and
+/// help, not flattened into `troupe::task::failed`: scripts can tell a corrupt CA from
+/// any other failure.
+#[test]
+fn run_pki_error_keeps_its_code_in_json() {
+    let lab = Lab::shared();
+    let pb = playbook(
+        r#"
+play "Pki" hosts=podc01 {
+    task "CA" { pki-ca dir="{{ ca_dir }}" }
+}
+"#,
+    );
+    let ca_dir = pb.dir.path().join("ca");
+    std::fs::create_dir(&ca_dir).unwrap();
+    std::fs::write(ca_dir.join("ca.pem"), "not a certificate\n").unwrap();
+    std::fs::write(ca_dir.join("ca-key.pem"), "not a key\n").unwrap();
+    let var = format!("ca_dir={}", ca_dir.display());
+    let out = run(
+        lab,
+        &pb.path,
+        &lab_inventory(lab),
+        &["-e", &var, "--output", "json"],
+    );
+    assert_eq!(out.code, 1, "exit 1 = a task failed:\n{}", out.show());
+    let result = &out.results("CA")[0];
+    assert_eq!(result["status"], "failed", "{result}");
+    assert_eq!(result["error"]["code"], "troupe::pki::bad_cert", "{result}");
+    assert!(
+        result["error"]["help"]
+            .as_str()
+            .unwrap()
+            .contains("move it aside"),
+        "{result}"
+    );
+}

@@ -185,6 +185,17 @@ pub enum TaskError {
     #[diagnostic(transparent)]
     Render(Box<troupe_render::RenderError>),
 
+    /// An etcd module's failure, keeping its own code (`troupe::etcd::would_lose_quorum`)
+    /// and help, so JSON consumers can tell "refused to break quorum" from a timeout.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Etcd(Box<crate::etcd::EtcdError>),
+
+    /// A pki module's failure, keeping its own code (`troupe::pki::...`) and help.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Pki(Box<crate::pki::PkiError>),
+
     #[error("argument `{arg}`: {msg}")]
     #[diagnostic(code(troupe::task::bad_arg))]
     BadArg { arg: String, msg: String },
@@ -208,6 +219,18 @@ pub enum TaskError {
         #[help]
         help: Option<String>,
     },
+}
+
+impl From<crate::etcd::EtcdError> for TaskError {
+    fn from(e: crate::etcd::EtcdError) -> Self {
+        TaskError::Etcd(Box::new(e))
+    }
+}
+
+impl From<crate::pki::PkiError> for TaskError {
+    fn from(e: crate::pki::PkiError) -> Self {
+        TaskError::Pki(Box::new(e))
+    }
 }
 
 impl From<troupe_render::RenderError> for TaskError {
@@ -303,5 +326,40 @@ impl<M: Module> DynModule for M {
             .downcast::<(M::Spec, M::Plan)>()
             .map_err(|_| TaskError::failed("internal: plan handed to the wrong module"))?;
         Module::apply(self, &spec, plan, cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miette::Diagnostic;
+
+    /// Domain errors keep their own code and help through `TaskError`, which is what
+    /// `ErrorInfo::from_diagnostic` puts in the JSON output.
+    #[test]
+    fn etcd_and_pki_errors_keep_their_codes() {
+        let etcd = TaskError::from(crate::etcd::EtcdError::WouldLoseQuorum {
+            name: "podc03".into(),
+            healthy: 1,
+            needed: 2,
+            voting: 3,
+        });
+        assert_eq!(
+            etcd.code().unwrap().to_string(),
+            "troupe::etcd::would_lose_quorum"
+        );
+        assert_eq!(
+            etcd.help().unwrap().to_string(),
+            "bring the unhealthy members back first, then remove podc03"
+        );
+        let pki = TaskError::from(crate::pki::PkiError::BadKey {
+            source_name: "ca-key.pem".into(),
+            detail: "garbage".into(),
+        });
+        assert_eq!(pki.code().unwrap().to_string(), "troupe::pki::bad_key");
+        assert!(
+            pki.to_string()
+                .starts_with("ca-key.pem: not a usable private key")
+        );
     }
 }

@@ -25,8 +25,6 @@ pub mod wal;
 pub use client::{ClusterHealth, Dialer, EndpointStatus, Etcd, MemberHealth, MemberInfo, Route, TlsPem};
 pub use membership::{Decision, Goal, Want, decide};
 
-use crate::module::TaskError;
-
 /// Everything that can go wrong talking to etcd or that etcd's state forbids. Each
 /// variant describes the cluster, not the RPC that noticed it.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -208,18 +206,6 @@ impl EtcdError {
     /// "can only promote a learner member which is in sync with leader".
     pub fn is_learner_not_ready(&self) -> bool {
         matches!(self, EtcdError::Request { detail, .. } if detail.contains("in sync with leader"))
-    }
-}
-
-impl From<EtcdError> for TaskError {
-    fn from(err: EtcdError) -> Self {
-        use miette::Diagnostic;
-        let help = err.help().map(|h| h.to_string());
-        let msg = err.to_string();
-        match help {
-            Some(help) => TaskError::failed_help(msg, help),
-            None => TaskError::failed(msg),
-        }
     }
 }
 

@@ -111,14 +111,6 @@ pub enum CaPlan {
 /// Serializes CA creation within one troupe run (see `apply`).
 static CA_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub(crate) fn task_err(e: PkiError) -> TaskError {
-    use miette::Diagnostic;
-    match e.help() {
-        Some(h) => TaskError::failed_help(e.to_string(), h.to_string()),
-        None => TaskError::failed(e.to_string()),
-    }
-}
-
 /// Read a controller-side input file (a cfssl JSON), found like `src` files.
 pub(crate) fn read_input(cx: &TaskCx<'_>, arg: &str, rel: &str) -> Result<(String, String), TaskError> {
     let path = cx.find_file("files", rel)?;
@@ -135,7 +127,7 @@ fn request(spec: &PkiCaSpec, cx: &TaskCx<'_>) -> Result<CaRequest, TaskError> {
     };
     if let Some(rel) = &spec.cfssl_csr {
         let (path, text) = read_input(cx, "cfssl-csr", rel)?;
-        let csr = CfsslCsr::parse(&text, &path).map_err(|e| task_err(e.into()))?;
+        let csr = CfsslCsr::parse(&text, &path).map_err(PkiError::from)?;
         req.expiry = csr.ca_expiry_or_default();
         req.key_type = csr.key_type;
         req.subject = csr.subject;
@@ -252,7 +244,7 @@ impl Module for PkiCa {
             (Some(cert), Some(key)) => {
                 let cert = utf8(cert, &paths.cert)?;
                 let key = utf8(key, &paths.key)?;
-                let ca = Ca::load(&cert, &key, &paths.cert, &paths.key).map_err(task_err)?;
+                let ca = Ca::load(&cert, &key, &paths.cert, &paths.key).map_err(TaskError::from)?;
                 let now = OffsetDateTime::now_utc();
                 if ca.facts().not_after <= now {
                     return Err(TaskError::failed_help(
@@ -288,7 +280,7 @@ impl Module for PkiCa {
             )),
             (None, Some(key)) => {
                 let key_text = utf8(key, &paths.key)?;
-                let key = load_key(&key_text, &paths.key).map_err(task_err)?;
+                let key = load_key(&key_text, &paths.key).map_err(TaskError::from)?;
                 let mut req = request(spec, cx)?;
                 req.key_type = key.key_type();
                 let summary = format!("create {} for the existing CA key {}", paths.cert, paths.key);
@@ -341,7 +333,7 @@ impl Module for PkiCa {
                 &paths.cert,
                 &paths.key,
             )
-            .map_err(task_err)?;
+            .map_err(TaskError::from)?;
             let mut outcome = Outcome::ok(facts_json(&ca, &paths, true));
             outcome.msg = Some(format!(
                 "adopted {}, created meanwhile by another host's task",
@@ -387,7 +379,7 @@ impl Module for PkiCa {
                         paths.key
                     )));
                 }
-                let ca = create_ca(&req, now).map_err(task_err)?;
+                let ca = create_ca(&req, now).map_err(TaskError::from)?;
                 // Key first: a crash in between leaves a key without certificate, which
                 // the next run certifies; never a certificate without its key.
                 cx.controller
@@ -400,8 +392,8 @@ impl Module for PkiCa {
                     cx.controller.read_file(&paths.key).await?.ok_or_else(|| {
                         TaskError::failed(format!("{} disappeared since the check", paths.key))
                     })?;
-                let key = load_key(&utf8(key_text, &paths.key)?, &paths.key).map_err(task_err)?;
-                create_ca_with_key(&req, key, now).map_err(task_err)?
+                let key = load_key(&utf8(key_text, &paths.key)?, &paths.key).map_err(TaskError::from)?;
+                create_ca_with_key(&req, key, now).map_err(TaskError::from)?
             }
         };
         cx.controller

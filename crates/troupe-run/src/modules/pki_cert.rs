@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
 use super::args;
-use super::pki_ca::{read_input, task_err};
+use super::pki_ca::read_input;
 use crate::connection::shell::quote;
 use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
 use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
@@ -279,7 +279,7 @@ fn request(spec: &PkiCertSpec, cx: &TaskCx<'_>) -> Result<CertRequest, TaskError
     let mut usages: Option<Usages> = None;
     if let Some(rel) = &spec.cfssl_csr {
         let (path, text) = read_input(cx, "cfssl-csr", rel)?;
-        let csr = CfsslCsr::parse(&text, &path).map_err(|e| task_err(e.into()))?;
+        let csr = CfsslCsr::parse(&text, &path).map_err(crate::pki::PkiError::from)?;
         subject = csr.subject;
         sans = csr.hosts;
         key_type = csr.key_type;
@@ -287,8 +287,8 @@ fn request(spec: &PkiCertSpec, cx: &TaskCx<'_>) -> Result<CertRequest, TaskError
     match (&spec.cfssl_config, &spec.cfssl_profile) {
         (Some(rel), Some(profile)) => {
             let (path, text) = read_input(cx, "cfssl-config", rel)?;
-            let cfg = CfsslConfig::parse(&text, &path).map_err(|e| task_err(e.into()))?;
-            let policy = cfg.profile(profile).map_err(|e| task_err(e.into()))?;
+            let cfg = CfsslConfig::parse(&text, &path).map_err(crate::pki::PkiError::from)?;
+            let policy = cfg.profile(profile).map_err(crate::pki::PkiError::from)?;
             usages = Some(policy.usages.clone());
             expiry = policy.expiry;
         }
@@ -380,7 +380,7 @@ async fn load_ca(spec: &PkiCertSpec, cx: &TaskCx<'_>) -> Result<Ca, TaskError> {
         &spec.ca.cert,
         &spec.ca.key,
     )
-    .map_err(task_err)
+    .map_err(TaskError::from)
 }
 
 /// Whether the key at `path` on the host matches `facts`; `None` when it is missing.
@@ -435,7 +435,7 @@ async fn host_key_matches(
                 .read_file(path)
                 .await?
                 .ok_or_else(|| corrupt("disappeared while reading".into()))?;
-            let key = load_key(&utf8(bytes, path)?, path).map_err(task_err)?;
+            let key = load_key(&utf8(bytes, path)?, path).map_err(TaskError::from)?;
             Ok(Some(key_matches(&key, &facts.spki_der)))
         }
     }
@@ -620,7 +620,7 @@ impl Module for PkiCert {
         };
         let existing = match &cert_pem {
             None => None,
-            Some(pem) => Some(inspect(pem, cert_path).map_err(task_err)?),
+            Some(pem) => Some(inspect(pem, cert_path).map_err(TaskError::from)?),
         };
         let key_stat = cx.conn.stat(&spec.paths.key).await?;
         let (reasons, before) = match &existing {
@@ -783,7 +783,7 @@ impl Module for PkiCert {
                             .conn
                             .exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()]).internal())
                             .await;
-                        return Err(task_err(e));
+                        return Err(e.into());
                     }
                 };
                 if spec.owner.is_some() || spec.group.is_some() {
@@ -846,9 +846,9 @@ impl Module for PkiCert {
                         mkdir.stderr_str().trim_end()
                     )));
                 }
-                let (cert, key) = crate::pki::issue_with_new_key(&ca, req, now).map_err(task_err)?;
+                let (cert, key) = crate::pki::issue_with_new_key(&ca, req, now).map_err(TaskError::from)?;
                 let csr = if spec.csr {
-                    csr_for_key(req, &key).map_err(task_err)?
+                    csr_for_key(req, &key).map_err(TaskError::from)?
                 } else {
                     String::new()
                 };
@@ -866,7 +866,7 @@ impl Module for PkiCert {
                 .write_file(&spec.paths.csr, csr_pem.as_bytes(), &cert_attrs)
                 .await?;
         }
-        let facts = inspect(&cert_pem, &spec.paths.cert).map_err(task_err)?;
+        let facts = inspect(&cert_pem, &spec.paths.cert).map_err(TaskError::from)?;
         let mut outcome = Outcome::changed(facts_json(spec, &facts, &plan.reasons));
         outcome.msg = Some(format!(
             "issued {} ({})",
