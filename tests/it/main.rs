@@ -3,6 +3,7 @@ mod conn_faults;
 mod connection;
 mod etcd;
 mod etcd_lab;
+mod host_keys;
 mod lab;
 mod pki;
 mod private_material;

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod fake;
+pub mod known_hosts;
 pub mod local;
 pub mod shell;
 pub mod ssh;
@@ -217,6 +218,48 @@ pub enum ConnError {
         address: String,
         known_hosts: String,
         fingerprint: String,
+    },
+
+    #[error("{host}: the host key {fingerprint} is revoked ({known_hosts}:{line})")]
+    #[diagnostic(
+        code(troupe::conn::host_key_revoked),
+        help(
+            "OpenSSH refuses this key too: the host needs a new host key, and known_hosts its new public key"
+        )
+    )]
+    HostKeyRevoked {
+        host: String,
+        known_hosts: String,
+        line: usize,
+        fingerprint: String,
+    },
+
+    #[error("{host}: {known_hosts}:{line}: {detail}")]
+    #[diagnostic(
+        code(troupe::conn::known_hosts_invalid),
+        help("fix or delete that line (`ssh-keygen -R HOST -f FILE` removes a host's lines)")
+    )]
+    KnownHostsInvalid {
+        host: String,
+        known_hosts: String,
+        line: usize,
+        detail: String,
+    },
+
+    #[error(
+        "{host}: {known_hosts}:{line} trusts a certificate authority for {address}, and troupe does not check host certificates yet"
+    )]
+    #[diagnostic(
+        code(troupe::conn::host_certificate_unsupported),
+        help(
+            "add the host's own key as well (`ssh-keyscan {address} >> {known_hosts}`, after checking its fingerprint)"
+        )
+    )]
+    HostCertificateUnsupported {
+        host: String,
+        address: String,
+        known_hosts: String,
+        line: usize,
     },
 
     #[error("{host}: authentication as {user} failed ({detail})")]

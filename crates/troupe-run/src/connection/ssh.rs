@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
 use super::control::{Abandoned, ControlError, ControlShell};
+use super::known_hosts::{self, HostKeys};
 use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tail, Tunnel, shell};
 use troupe_dsl::model::{ConnSettings, Host};
 
@@ -595,6 +596,53 @@ fn signal_number(sig: &russh::Sig) -> i32 {
     }
 }
 
+/// The host key algorithms to offer for a host with these known keys: those of their
+/// types, in russh's order of preference (every RSA signature hash for an RSA key), so
+/// the host shows a key known_hosts can vouch for, as OpenSSH does. No known key: all.
+fn host_key_algorithms(known: &[&PublicKey]) -> Vec<russh::keys::Algorithm> {
+    let all = russh::Preferred::DEFAULT.key.to_vec();
+    if known.is_empty() {
+        return all;
+    }
+    all.into_iter()
+        .filter(|a| known.iter().any(|k| same_key_family(&k.algorithm(), a)))
+        .collect::<Vec<_>>()
+}
+
+/// Whether a key of type `key` can sign with algorithm `algorithm` (an RSA key with
+/// every RSA hash).
+fn same_key_family(key: &russh::keys::Algorithm, algorithm: &russh::keys::Algorithm) -> bool {
+    use russh::keys::Algorithm::Rsa;
+    key == algorithm || (matches!(key, Rsa { .. }) && matches!(algorithm, Rsa { .. }))
+}
+
+/// [`russh_config`] offering only `algorithms` as host key types.
+fn russh_config_for(algorithms: &[russh::keys::Algorithm]) -> russh::client::Config {
+    let mut config = russh_config();
+    config.preferred.key = std::borrow::Cow::Owned(algorithms.to_vec());
+    config
+}
+
+/// What known_hosts says about `address:port`; a missing file says nothing.
+fn read_known_hosts(host: &str, address: &str, port: u16, path: &Path) -> Result<HostKeys, ConnError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(ConnError::Io {
+                host: host.to_string(),
+                detail: format!("cannot read {}: {e}", path.display()),
+            });
+        }
+    };
+    known_hosts::for_host(&text, address, port).map_err(|e| ConnError::KnownHostsInvalid {
+        host: host.to_string(),
+        known_hosts: path.display().to_string(),
+        line: e.line,
+        detail: e.detail,
+    })
+}
+
 fn russh_config() -> russh::client::Config {
     russh::client::Config {
         keepalive_interval: Some(Duration::from_secs(15)),
@@ -616,7 +664,7 @@ async fn open(
     via: Option<&Client>,
 ) -> Result<Client, ConnError> {
     let kh = opts.known_hosts.display().to_string();
-    let attempt = |check: ServerCheckMethod| async move {
+    let attempt = |check: ServerCheckMethod, config: russh::client::Config| async move {
         let auth = match &opts.auth {
             SshAuth::KeyFile(p) => AuthMethod::with_key_file(p, None),
             SshAuth::Agent => AuthMethod::with_agent(),
@@ -624,19 +672,11 @@ async fn open(
         let fut = async {
             match via {
                 Some(j) => {
-                    Client::connect_via_with_config(
-                        j,
-                        (address, opts.port),
-                        &opts.user,
-                        auth,
-                        check,
-                        russh_config(),
-                    )
-                    .await
+                    Client::connect_via_with_config(j, (address, opts.port), &opts.user, auth, check, config)
+                        .await
                 }
                 None => {
-                    Client::connect_with_config((address, opts.port), &opts.user, auth, check, russh_config())
-                        .await
+                    Client::connect_with_config((address, opts.port), &opts.user, auth, check, config).await
                 }
             }
         };
@@ -654,30 +694,78 @@ async fn open(
         ))
     };
 
-    let first = attempt(ServerCheckMethod::KnownHostsFile(kh.clone()))
-        .await
-        .map_err(|_| timed_out())?;
-    let err = match first {
-        Ok(client) => return Ok(client),
-        Err(e) if !is_host_key_rejection(&e) => return Err(map_error(host, address, opts, e)),
-        Err(e) => e,
+    // known_hosts read as OpenSSH reads it: a broken line is an error, a revoked key
+    // never accepted, and only the key types it knows for the host are offered.
+    let known = read_known_hosts(host, address, opts.port, &opts.known_hosts)?;
+    let accepted: Vec<&PublicKey> = known.accepted().collect();
+    if accepted.is_empty()
+        && let Some((line, _)) = known.cert_authorities.first()
+    {
+        return Err(ConnError::HostCertificateUnsupported {
+            host: host.to_string(),
+            address: address.to_string(),
+            known_hosts: kh,
+            line: *line,
+        });
+    }
+    let algorithms = host_key_algorithms(&accepted);
+    let pinned = |key: &PublicKey| -> Result<ServerCheckMethod, ConnError> {
+        let line = key.to_openssh().map_err(|e| ConnError::Io {
+            host: host.to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(ServerCheckMethod::PublicKey(
+            line.split_whitespace().nth(1).unwrap_or_default().to_string(),
+        ))
+    };
+    // The key the host will most likely show: the first known one of the most
+    // preferred type. Another known key is found by the probe below.
+    let likely = algorithms
+        .iter()
+        .find_map(|a| accepted.iter().find(|k| same_key_family(&k.algorithm(), a)));
+    let err = match likely {
+        Some(key) => {
+            let first = attempt(pinned(key)?, russh_config_for(&algorithms))
+                .await
+                .map_err(|_| timed_out())?;
+            match first {
+                Ok(client) => return Ok(client),
+                Err(e) if !is_host_key_rejection(&e) => return Err(map_error(host, address, opts, e)),
+                Err(e) => Some(e),
+            }
+        }
+        None => None,
     };
 
-    // The key was rejected: find out which key the host offers, and why.
-    let key = tokio::time::timeout(opts.connect_timeout, probe_host_key(address, opts.port, via))
-        .await
-        .map_err(|_| timed_out())?
-        .ok_or_else(|| map_error(host, address, opts, err))?;
+    // Not the key we expected (or none known): find out which key the host offers,
+    // and why it is refused.
+    let key = tokio::time::timeout(
+        opts.connect_timeout,
+        probe_host_key(address, opts.port, via, &algorithms),
+    )
+    .await
+    .map_err(|_| timed_out())?;
+    let key = match (key, err) {
+        (Some(key), _) => key,
+        (None, Some(err)) => return Err(map_error(host, address, opts, err)),
+        (None, None) => {
+            return Err(unreachable(
+                "the host did not show its host key (the SSH handshake did not get that far)".into(),
+            ));
+        }
+    };
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
-    let recorded = russh::keys::known_hosts::known_host_keys_path(address, opts.port, &opts.known_hosts)
-        .map_err(|e| ConnError::Io {
+    if let Some(line) = known.revoked_at(&key) {
+        return Err(ConnError::HostKeyRevoked {
             host: host.to_string(),
-            detail: format!("cannot read {kh}: {e}"),
-        })?;
-    if recorded.iter().any(|(_, k)| *k == key) {
-        // Known after all: another run (or task) added it meanwhile. Fall through to
-        // pinning exactly this key.
-    } else if !recorded.is_empty() {
+            known_hosts: kh,
+            line,
+            fingerprint,
+        });
+    }
+    if known.accepts(&key) {
+        // Known after all (another known key, or added meanwhile): pin exactly it.
+    } else if !known.keys.is_empty() {
         return Err(ConnError::HostKeyMismatch {
             host: host.to_string(),
             address: address.to_string(),
@@ -699,12 +787,8 @@ async fn open(
         tracing::info!(host, %fingerprint, known_hosts = %kh, "accepted new host key");
     }
     // Pin the key we just checked: a host answering with another key now fails.
-    let b64 = key.to_openssh().map_err(|e| ConnError::Io {
-        host: host.to_string(),
-        detail: e.to_string(),
-    })?;
-    let b64 = b64.split_whitespace().nth(1).unwrap_or_default().to_string();
-    match attempt(ServerCheckMethod::PublicKey(b64))
+    let only = host_key_algorithms(&[&key]);
+    match attempt(pinned(&key)?, russh_config_for(&only))
         .await
         .map_err(|_| timed_out())?
     {
@@ -724,17 +808,14 @@ async fn open(
 fn learn_host_key(address: &str, port: u16, key: &PublicKey, path: &Path) -> Result<(), String> {
     let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     // Re-check under the lock: a concurrent connection may have written it already.
-    if russh::keys::known_hosts::known_host_keys_path(address, port, path)
-        .map(|v| v.iter().any(|(_, k)| k == key))
-        .unwrap_or(false)
+    if std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| known_hosts::for_host(&text, address, port).ok())
+        .is_some_and(|known| known.accepts(key))
     {
         return Ok(());
     }
-    let name = if port == 22 {
-        address.to_string()
-    } else {
-        format!("[{address}]:{port}")
-    };
+    let name = known_hosts::lookup_name(address, port);
     let line = key.to_openssh().map_err(|e| e.to_string())?;
     let mut parts = line.split_whitespace();
     let (Some(alg), Some(b64)) = (parts.next(), parts.next()) else {
@@ -817,9 +898,14 @@ impl russh::client::Handler for KeyProbe {
 
 /// Handshake far enough to learn the host key (then abort). `None` when the host
 /// did not get that far.
-async fn probe_host_key(address: &str, port: u16, via: Option<&Client>) -> Option<PublicKey> {
+async fn probe_host_key(
+    address: &str,
+    port: u16,
+    via: Option<&Client>,
+    algorithms: &[russh::keys::Algorithm],
+) -> Option<PublicKey> {
     let seen = Arc::new(Mutex::new(None));
-    let config = Arc::new(russh_config());
+    let config = Arc::new(russh_config_for(algorithms));
     let handler = KeyProbe(seen.clone());
     let _ = match via {
         Some(j) => {
