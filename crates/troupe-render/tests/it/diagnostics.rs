@@ -2,7 +2,7 @@
 //! undefined name in a `when`-style expression): rendered as the terminal shows them,
 //! without colour, 100 columns wide.
 
-mod common;
+use crate::common;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use troupe_render::{RenderError, Renderer};

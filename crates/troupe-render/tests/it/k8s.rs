@@ -1,7 +1,7 @@
 //! The rendered etcd manifest and the edited kube-apiserver manifest are real
 //! Kubernetes Pods: they deserialize into k8s-openapi's `Pod` with no key left over.
 
-mod common;
+use crate::common;
 
 use k8s_openapi::api::core::v1::Pod;
 use troupe_render::manifest::set_container_flags;

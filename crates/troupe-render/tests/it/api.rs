@@ -1,7 +1,7 @@
 //! The public API as the engine uses it: arguments rendered to data with native types,
 //! `when` conditions, strictness, the search-dir order and the template cache.
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 use troupe_render::{Context, RenderError, Renderer};

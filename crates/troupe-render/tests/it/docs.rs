@@ -1,7 +1,7 @@
 //! Every example in docs/templates.md renders to exactly the output shown beside it, so
 //! the filter reference cannot drift from the code.
 
-mod common;
+use crate::common;
 
 /// Fenced blocks of a markdown file: (info string, content without trailing newline).
 fn fenced_blocks(md: &str) -> Vec<(String, String)> {

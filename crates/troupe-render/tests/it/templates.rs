@@ -2,7 +2,7 @@
 //! the templates enforce (no quoted `--initial-cluster-state`, the member must be in
 //! its own initial cluster).
 
-mod common;
+use crate::common;
 
 use serde_json::json;
 

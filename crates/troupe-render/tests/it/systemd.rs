@@ -2,7 +2,7 @@
 //! enough to catch a bad unit (systemd only warns about unknown values, so warnings
 //! naming the unit count as failures).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

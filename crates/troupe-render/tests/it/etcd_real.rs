@@ -7,7 +7,7 @@
 //! Certificates are made with `openssl` in the test (one CA; one server+peer cert with
 //! SAN 127.0.0.1 shared by the members; one client cert).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,5 +1,4 @@
 //! The seed's three nodes as a render context, shared by the template tests.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
