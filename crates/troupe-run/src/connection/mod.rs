@@ -3,7 +3,6 @@
 //! remote operation is a command line built by [`shell`]: the one place that quotes.
 
 pub mod control;
-pub mod fake;
 pub mod known_hosts;
 pub mod local;
 pub mod shell;

@@ -243,16 +243,19 @@ pub fn unified_diff(path: &str, before: &str, after: &str) -> String {
         .to_string()
 }
 
-/// Keeps every event, for tests.
+/// Keeps every event, for tests (not compiled into the binary).
+#[cfg(test)]
 #[derive(Default)]
 pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
 
+#[cfg(test)]
 impl Reporter for Recorder {
     fn event(&self, event: &Event) {
         self.0.lock().unwrap().push(event.clone());
     }
 }
 
+#[cfg(test)]
 impl Recorder {
     pub fn results(&self) -> Vec<HostResult> {
         self.0
