@@ -1,3 +1,6 @@
+//! The end-to-end tests, one binary: each module tests one subject against the lab
+//! (`troupe_tests::Lab`), `run_util` holds the helpers that run the `troupe` binary.
+
 mod bad_input;
 mod conn_faults;
 mod connection;
