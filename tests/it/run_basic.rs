@@ -302,4 +302,15 @@ fn run_exit_codes_for_invalid_input_and_usage() {
         "{}",
         limit.stderr
     );
+    // `--limit` is parsed like a play's `hosts=`: a pattern a playbook would refuse is
+    // refused here too, not quietly read as something else.
+    for bad_pattern in ["etcd::podc01", "etcd:!", "pod c01"] {
+        let limit = run(lab, &good.path, &inv, &["--limit", bad_pattern]);
+        assert_eq!(limit.code, 1, "{bad_pattern}: {}", limit.show());
+        assert!(
+            limit.stderr.contains("invalid host pattern"),
+            "{bad_pattern}: {}",
+            limit.stderr
+        );
+    }
 }

@@ -81,32 +81,12 @@ pub fn report(err: miette::Report) -> ExitCode {
     ExitCode::from(crate::scheduler::exit::FAILED as u8)
 }
 
-/// Parse an Ansible-style host pattern (`etcd:!podc01`, `podc0*,web`, `etcd:&cp`).
-pub fn parse_pattern(raw: &str) -> HostPattern {
-    let terms = raw
-        .split([',', ':'])
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            if let Some(rest) = t.strip_prefix('!') {
-                PatternTerm::Exclude(rest.to_string())
-            } else if let Some(rest) = t.strip_prefix('&') {
-                PatternTerm::Intersect(rest.to_string())
-            } else {
-                PatternTerm::Include(t.to_string())
-            }
-        })
-        .collect();
-    HostPattern {
-        raw: raw.to_string(),
-        terms,
-    }
-}
-
 /// Resolve `--limit` to host names, refusing names that match nothing (a typo in
 /// `--limit` must not silently run on no host, or on the wrong ones).
+/// The pattern is parsed by the DSL's own [`HostPattern::parse`], the parser of play
+/// `hosts=`, so `--limit` accepts exactly what a playbook does.
 pub fn resolve_limit(inv: &Inventory, raw: &str) -> Result<HashSet<String>, String> {
-    let pattern = parse_pattern(raw);
+    let pattern = HostPattern::parse(raw).map_err(|e| format!("--limit: {e}"))?;
     for term in &pattern.terms {
         let name = match term {
             PatternTerm::Include(n) | PatternTerm::Intersect(n) | PatternTerm::Exclude(n) => n,
