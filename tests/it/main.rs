@@ -7,6 +7,7 @@ mod connection;
 mod etcd;
 mod etcd_lab;
 mod host_keys;
+mod hung_hosts;
 mod lab;
 mod pki;
 mod private_material;

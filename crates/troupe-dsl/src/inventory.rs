@@ -22,6 +22,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
@@ -43,6 +44,8 @@ const CONN_PROPS: &[&str] = &[
     "connection",
     "connect-timeout",
     "command-timeout",
+    "keepalive-interval",
+    "keepalive-count",
 ];
 
 /// Decodes inventory text; `path` names it in diagnostics.
@@ -488,6 +491,24 @@ fn conn_prop(cx: &mut Cx, key: &str, e: &KdlEntry, conn: &mut ConnSettings) -> b
         }
         "connect-timeout" => conn.connect_timeout = cx.duration(e, &what),
         "command-timeout" => conn.command_timeout = cx.duration(e, &what),
+        "keepalive-interval" => {
+            conn.keepalive_interval = match cx.duration(e, &what) {
+                Some(d) if d < Duration::from_millis(100) => {
+                    cx.invalid(&what, "must be at least 100ms", e.span(), None);
+                    None
+                }
+                d => d,
+            }
+        }
+        "keepalive-count" => {
+            conn.keepalive_count = match cx.uint(e, &what, 1000) {
+                Some(0) => {
+                    cx.invalid(&what, "must be at least 1", e.span(), None);
+                    None
+                }
+                n => n.map(|n| n as u32),
+            }
+        }
         _ => return false,
     }
     true

@@ -42,6 +42,10 @@ pub struct ConnSettings {
     pub jump: Option<String>,
     pub connect_timeout: Option<Duration>,
     pub command_timeout: Option<Duration>,
+    /// Send a keepalive after this long without a word from the host...
+    pub keepalive_interval: Option<Duration>,
+    /// ...and give the host up after this many intervals without an answer.
+    pub keepalive_count: Option<u32>,
 }
 
 impl ConnSettings {
@@ -56,6 +60,8 @@ impl ConnSettings {
             jump: over.jump.clone().or_else(|| self.jump.clone()),
             connect_timeout: over.connect_timeout.or(self.connect_timeout),
             command_timeout: over.command_timeout.or(self.command_timeout),
+            keepalive_interval: over.keepalive_interval.or(self.keepalive_interval),
+            keepalive_count: over.keepalive_count.or(self.keepalive_count),
         }
     }
 }
@@ -203,6 +209,9 @@ pub struct Task {
     pub no_log: bool,
     pub run_once: bool,
     pub delegate_to: Option<String>,
+    /// Timeout of each command the task runs on the host, over the inventory's
+    /// `command-timeout`.
+    pub timeout: Option<Duration>,
     pub vars: Vars,
     pub role: Option<Arc<RoleRef>>,
     pub loc: Loc,

@@ -62,6 +62,7 @@ const TASK_KEYWORDS: &[&str] = &[
     "no-log",
     "run-once",
     "delegate-to",
+    "timeout",
     "vars",
 ];
 /// Ansible's default pause between retries.
@@ -361,6 +362,7 @@ impl<'a> Loader<'a> {
             no_log: false,
             run_once: false,
             delegate_to: None,
+            timeout: None,
             vars: Vars::new(),
             role: role.cloned(),
             loc: cx.loc(node.span()),
@@ -558,6 +560,15 @@ impl<'a> Loader<'a> {
             "run-once" => task.run_once = cx.bool(e, &what).unwrap_or(false),
             "retries" => task.retries = cx.uint(e, &what, 10_000).unwrap_or(0) as u32,
             "delay" => task.delay = cx.duration(e, &what).unwrap_or(DEFAULT_DELAY),
+            "timeout" => {
+                task.timeout = match cx.duration(e, &what) {
+                    Some(d) if d.is_zero() => {
+                        cx.invalid(&what, "a zero timeout would fail every command", e.span(), None);
+                        None
+                    }
+                    d => d,
+                }
+            }
             "delegate-to" => {
                 if let Some(v) = cx.string(e, &what) {
                     if v.trim().is_empty() {

@@ -529,10 +529,16 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
         _ => None,
     };
     let conn = match env.pool.get(&target).await {
-        Ok(c) => match cache {
-            Some(cache) => cache.clone() as Arc<dyn Connection>,
-            None => c,
-        },
+        Ok(c) => {
+            let conn = match cache {
+                Some(cache) => cache.clone() as Arc<dyn Connection>,
+                None => c,
+            };
+            match task.timeout {
+                Some(t) => Arc::new(crate::connection::WithTimeout::new(conn, t)) as Arc<dyn Connection>,
+                None => conn,
+            }
+        }
         Err(e) => {
             let mut r = ItemResult::failed(ErrorInfo::from_diagnostic(&*e, &env.masker));
             if e.is_unreachable() && delegate.is_none() {

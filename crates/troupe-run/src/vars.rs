@@ -277,6 +277,7 @@ mod tests {
             no_log: false,
             run_once: false,
             delegate_to: None,
+            timeout: None,
             vars: vars(&[("t", json!("task"))]),
             role: Some(role),
             loc: loc(),

@@ -204,6 +204,9 @@ fn task_summary(out: &mut String, kind: &str, t: &Task) {
     if let Some(d) = &t.delegate_to {
         keywords.push(format!("delegate_to={d}"));
     }
+    if let Some(d) = &t.timeout {
+        keywords.push(format!("timeout={d:?}"));
+    }
     if !t.vars.is_empty() {
         keywords.push(format!("vars={}", json(&t.vars)));
     }

@@ -19,10 +19,10 @@
 
 use std::time::Duration;
 
-use async_ssh2_tokio::client::Client;
 use russh::ChannelMsg;
 use russh::client::Msg;
 
+use super::session::Session;
 use super::{Cmd, Output, shell};
 
 /// What every tag starts with.
@@ -74,10 +74,10 @@ pub struct ControlShell {
 
 impl ControlShell {
     /// Start `sh` on a new session and prove it answers a first request.
-    pub async fn start(client: &Client, timeout: Duration) -> Result<ControlShell, ControlError> {
+    pub async fn start(session: &Session, timeout: Duration) -> Result<ControlShell, ControlError> {
         let channel = tokio::time::timeout(timeout, async {
-            let channel = client
-                .get_channel()
+            let channel = session
+                .channel()
                 .await
                 .map_err(|e| ControlError::Broken(e.to_string()))?;
             channel

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod known_hosts;
 pub mod local;
+pub mod session;
 pub mod shell;
 pub mod ssh;
 
@@ -291,6 +292,15 @@ pub enum ConnError {
         command: String,
     },
 
+    #[error("{host}: no answer from the host for {after:?} (keepalive)")]
+    #[diagnostic(
+        code(troupe::conn::no_answer),
+        help(
+            "the host or its sshd stopped answering (frozen, overloaded or cut off); if it is only slow, raise `keepalive-interval` or `keepalive-count` for it in the inventory"
+        )
+    )]
+    NoAnswer { host: String, after: Duration },
+
     #[error("{host}: connection lost: {detail}")]
     #[diagnostic(code(troupe::conn::lost))]
     Lost { host: String, detail: String },
@@ -383,6 +393,60 @@ pub trait Connection: Send + Sync {
     /// Close politely; dropping also works.
     async fn close(&self) -> Result<(), ConnError> {
         Ok(())
+    }
+}
+
+/// A task's own `timeout`: every command it runs without a timeout of its own gets this
+/// one, over the host's `command-timeout`. troupe's own file operations (read, stat,
+/// write) keep the host's: a task's bound is about the commands it asked for.
+pub struct WithTimeout {
+    inner: std::sync::Arc<dyn Connection>,
+    timeout: Duration,
+}
+
+impl WithTimeout {
+    pub fn new(inner: std::sync::Arc<dyn Connection>, timeout: Duration) -> WithTimeout {
+        WithTimeout { inner, timeout }
+    }
+}
+
+#[async_trait]
+impl Connection for WithTimeout {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
+        if cmd.timeout.is_some() {
+            return self.inner.exec(cmd).await;
+        }
+        let mut cmd = cmd.clone();
+        cmd.timeout = Some(self.timeout);
+        self.inner.exec(&cmd).await
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
+        self.inner.read_file(path).await
+    }
+
+    async fn stat(&self, path: &str) -> Result<Option<FileStat>, ConnError> {
+        self.inner.stat(path).await
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
+        self.inner.write_file(path, contents, attrs).await
+    }
+
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
+        self.inner.tunnel(host, port).await
+    }
+
+    async fn interrupt(&self) {
+        self.inner.interrupt().await
+    }
+
+    async fn close(&self) -> Result<(), ConnError> {
+        self.inner.close().await
     }
 }
 

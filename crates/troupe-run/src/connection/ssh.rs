@@ -1,9 +1,13 @@
-//! SSH transport on async-ssh2-tokio (itself on russh): one authenticated connection
-//! per host, reused for every task, with several channels open at once. Host keys are
-//! checked strictly against a known_hosts file unless the caller opts into
-//! accept-new; a changed key is always refused. When a key is rejected we learn its
-//! fingerprint with a second, russh-only handshake that only records the key (the
-//! async-ssh2-tokio check does not expose it), so the user sees what to verify.
+//! SSH transport on russh ([`super::session`]): one authenticated connection per host,
+//! reused for every task, with several channels open at once. Host keys are checked
+//! strictly against a known_hosts file unless the caller opts into accept-new; a
+//! changed key is always refused, and a rejected key is shown with its fingerprint so
+//! the user sees what to verify.
+//!
+//! A host that stops answering (a frozen sshd, a cut link) is found by keepalives and
+//! given up after [`Keepalive::bound`], with an error that says so; every command has
+//! a timeout ([`DEFAULT_COMMAND_TIMEOUT`] unless the inventory or the task sets one).
+//! Together they bound how long one host can hold a task that every host must finish.
 //!
 //! Every remote operation is one `exec` channel running a line built by
 //! [`super::shell`]; `tunnel` is a `direct-tcpip` channel; a jump host is an SSH
@@ -14,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_ssh2_tokio::client::{AuthMethod, Client, ServerCheckMethod};
 use async_trait::async_trait;
 use russh::ChannelMsg;
 use russh::keys::{HashAlg, PublicKey};
@@ -23,6 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::control::{Abandoned, ControlError, ControlShell};
 use super::known_hosts::{self, HostKeys};
+use super::session::{Ended, Keepalive, KeyCheck, OpenError, Session};
 use super::{Cmd, ConnError, Connection, FileAttrs, FileStat, Output, Tail, Tunnel, shell};
 use troupe_dsl::model::{ConnSettings, Host};
 
@@ -30,6 +34,10 @@ use troupe_dsl::model::{ConnSettings, Host};
 /// default `MaxSessions` is 10; stay under it so a busy host never refuses a channel.
 const MAX_CHANNELS: usize = 7;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A command's timeout when neither the task (`timeout=`) nor the inventory
+/// (`command-timeout`) sets one: long enough for any sane package install, short
+/// enough that a command hung on a live host does not stall the run for ever.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a control shell's abandoned request may take to finish before the shell is
 /// replaced (troupe's own operations take milliseconds).
 const ABANDONED_DRAIN: Duration = Duration::from_secs(2);
@@ -105,6 +113,8 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Applied to every command that has no timeout of its own; `None` = wait forever.
     pub command_timeout: Option<Duration>,
+    /// When to give up on a host that answers nothing.
+    pub keepalive: Keepalive,
     pub jump: Option<JumpHost>,
 }
 
@@ -137,7 +147,11 @@ impl SshOptions {
             known_hosts: expand_tilde(settings.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
             host_keys,
             connect_timeout: settings.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            command_timeout: settings.command_timeout,
+            command_timeout: Some(settings.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT)),
+            keepalive: Keepalive {
+                interval: settings.keepalive_interval.unwrap_or(Keepalive::DEFAULT.interval),
+                count: settings.keepalive_count.unwrap_or(Keepalive::DEFAULT.count),
+            },
             jump,
             user,
         })
@@ -153,6 +167,7 @@ impl SshOptions {
             host_keys: HostKeyPolicy::Strict,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: None,
+            keepalive: Keepalive::DEFAULT,
             jump: None,
         }
     }
@@ -170,9 +185,9 @@ pub fn expand_tilde(path: &str) -> PathBuf {
 pub struct SshConnection {
     host: String,
     address: String,
-    client: Client,
+    session: Session,
     /// Keeps the jump host's session alive: the target's session runs inside it.
-    _jump: Option<Client>,
+    _jump: Option<Session>,
     command_timeout: Option<Duration>,
     channels: Semaphore,
     control: tokio::sync::Mutex<Control>,
@@ -233,11 +248,11 @@ impl SshConnection {
             }
             None => None,
         };
-        let client = open(host, address, opts, jump.as_ref()).await?;
+        let session = open(host, address, opts, jump.as_ref()).await?;
         Ok(SshConnection {
             host: host.to_string(),
             address: address.to_string(),
-            client,
+            session,
             _jump: jump,
             command_timeout: opts.command_timeout,
             channels: Semaphore::new(MAX_CHANNELS),
@@ -262,15 +277,22 @@ impl SshConnection {
         &self.address
     }
 
-    /// The underlying async-ssh2-tokio client (for sftp transfers and the like).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn lost(&self, e: impl std::fmt::Display) -> ConnError {
         ConnError::Lost {
             host: self.host.clone(),
             detail: e.to_string(),
+        }
+    }
+
+    /// A lost connection said as what it is: when the keepalive check gave up on the
+    /// host, the error says that the host stopped answering, and for how long.
+    async fn explain<T>(&self, result: Result<T, ConnError>) -> Result<T, ConnError> {
+        match result {
+            Err(ConnError::Lost { host, detail }) => Err(match self.session.ended().await {
+                Some(Ended::Keepalive(after)) => ConnError::NoAnswer { host, after },
+                _ => ConnError::Lost { host, detail },
+            }),
+            other => other,
         }
     }
 
@@ -312,7 +334,7 @@ impl SshConnection {
         .ok_or_else(timed_out)??;
         let sent = format!("echo {PID_MARK}$$ >&2 && exec sh -c {}", shell::quote(&line));
         let mut channel = until(deadline, async {
-            let channel = self.client.get_channel().await.map_err(|e| self.lost(e))?;
+            let channel = self.session.channel().await.map_err(|e| self.lost(e))?;
             channel
                 .exec(true, sent.into_bytes())
                 .await
@@ -482,8 +504,8 @@ impl SshConnection {
     async fn run_in_control(&self, control: &mut Control, cmd: &Cmd) -> Option<Result<Output, ConnError>> {
         let timeout = cmd.timeout.or(self.command_timeout);
         if matches!(control, Control::NotStarted) {
-            let start = timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-            *control = match ControlShell::start(&self.client, start).await {
+            let start = timeout.map_or(DEFAULT_CONNECT_TIMEOUT, |t| t.min(DEFAULT_CONNECT_TIMEOUT));
+            *control = match ControlShell::start(&self.session, start).await {
                 Ok(shell) => Control::Running(shell),
                 Err(e) => {
                     tracing::debug!("{}: no control shell ({e:?}); one session per command", self.host);
@@ -567,7 +589,7 @@ impl SshConnection {
             pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
         );
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut channel = self.client.get_channel().await.ok()?;
+            let mut channel = self.session.channel().await.ok()?;
             channel.exec(true, line.into_bytes()).await.ok()?;
             channel.eof().await.ok()?;
             while channel.wait().await.is_some() {}
@@ -616,13 +638,6 @@ fn same_key_family(key: &russh::keys::Algorithm, algorithm: &russh::keys::Algori
     key == algorithm || (matches!(key, Rsa { .. }) && matches!(algorithm, Rsa { .. }))
 }
 
-/// [`russh_config`] offering only `algorithms` as host key types.
-fn russh_config_for(algorithms: &[russh::keys::Algorithm]) -> russh::client::Config {
-    let mut config = russh_config();
-    config.preferred.key = std::borrow::Cow::Owned(algorithms.to_vec());
-    config
-}
-
 /// What known_hosts says about `address:port`; a missing file says nothing.
 fn read_known_hosts(host: &str, address: &str, port: u16, path: &Path) -> Result<HostKeys, ConnError> {
     let text = match std::fs::read_to_string(path) {
@@ -643,15 +658,6 @@ fn read_known_hosts(host: &str, address: &str, port: u16, path: &Path) -> Result
     })
 }
 
-fn russh_config() -> russh::client::Config {
-    russh::client::Config {
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 4,
-        nodelay: true,
-        ..Default::default()
-    }
-}
-
 /// Serialises appends to known_hosts files within this process (accept-new on many
 /// hosts at once).
 static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
@@ -661,26 +667,24 @@ async fn open(
     host: &str,
     address: &str,
     opts: &SshOptions,
-    via: Option<&Client>,
-) -> Result<Client, ConnError> {
+    via: Option<&Session>,
+) -> Result<Session, ConnError> {
     let kh = opts.known_hosts.display().to_string();
-    let attempt = |check: ServerCheckMethod, config: russh::client::Config| async move {
-        let auth = match &opts.auth {
-            SshAuth::KeyFile(p) => AuthMethod::with_key_file(p, None),
-            SshAuth::Agent => AuthMethod::with_agent(),
-        };
-        let fut = async {
-            match via {
-                Some(j) => {
-                    Client::connect_via_with_config(j, (address, opts.port), &opts.user, auth, check, config)
-                        .await
-                }
-                None => {
-                    Client::connect_with_config((address, opts.port), &opts.user, auth, check, config).await
-                }
-            }
-        };
-        tokio::time::timeout(opts.connect_timeout, fut).await
+    let attempt = |check: KeyCheck, algorithms: Vec<russh::keys::Algorithm>| async move {
+        tokio::time::timeout(
+            opts.connect_timeout,
+            Session::open(
+                address,
+                opts.port,
+                via,
+                check,
+                &algorithms,
+                opts.keepalive,
+                &opts.user,
+                &opts.auth,
+            ),
+        )
+        .await
     };
     let unreachable = |detail: String| ConnError::Unreachable {
         host: host.to_string(),
@@ -709,50 +713,32 @@ async fn open(
         });
     }
     let algorithms = host_key_algorithms(&accepted);
-    let pinned = |key: &PublicKey| -> Result<ServerCheckMethod, ConnError> {
-        let line = key.to_openssh().map_err(|e| ConnError::Io {
-            host: host.to_string(),
-            detail: e.to_string(),
-        })?;
-        Ok(ServerCheckMethod::PublicKey(
-            line.split_whitespace().nth(1).unwrap_or_default().to_string(),
-        ))
-    };
     // The key the host will most likely show: the first known one of the most
     // preferred type. Another known key is found by the probe below.
     let likely = algorithms
         .iter()
         .find_map(|a| accepted.iter().find(|k| same_key_family(&k.algorithm(), a)));
-    let err = match likely {
-        Some(key) => {
-            let first = attempt(pinned(key)?, russh_config_for(&algorithms))
-                .await
-                .map_err(|_| timed_out())?;
-            match first {
-                Ok(client) => return Ok(client),
-                Err(e) if !is_host_key_rejection(&e) => return Err(map_error(host, address, opts, e)),
-                Err(e) => Some(e),
-            }
-        }
-        None => None,
+    // Not the key we expected (or none known): the handler saw which key the host
+    // offers, and it is judged below.
+    let check = match likely {
+        Some(key) => KeyCheck::Pinned((*key).clone()),
+        None => KeyCheck::Reject,
     };
-
-    // Not the key we expected (or none known): find out which key the host offers,
-    // and why it is refused.
-    let key = tokio::time::timeout(
-        opts.connect_timeout,
-        probe_host_key(address, opts.port, via, &algorithms),
-    )
-    .await
-    .map_err(|_| timed_out())?;
-    let key = match (key, err) {
-        (Some(key), _) => key,
-        (None, Some(err)) => return Err(map_error(host, address, opts, err)),
-        (None, None) => {
-            return Err(unreachable(
-                "the host did not show its host key (the SSH handshake did not get that far)".into(),
-            ));
-        }
+    let key = match attempt(check, algorithms.clone())
+        .await
+        .map_err(|_| timed_out())?
+    {
+        Ok(session) => return Ok(session),
+        Err(OpenError::Ssh { error, offered }) if matches!(*error, russh::Error::UnknownKey) => match offered
+        {
+            Some(key) => key,
+            None => {
+                return Err(unreachable(
+                    "the host did not show its host key (the SSH handshake did not get that far)".into(),
+                ));
+            }
+        },
+        Err(e) => return Err(map_error(host, address, opts, e)),
     };
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
     if let Some(line) = known.revoked_at(&key) {
@@ -788,17 +774,19 @@ async fn open(
     }
     // Pin the key we just checked: a host answering with another key now fails.
     let only = host_key_algorithms(&[&key]);
-    match attempt(pinned(&key)?, russh_config_for(&only))
+    match attempt(KeyCheck::Pinned(key), only)
         .await
         .map_err(|_| timed_out())?
     {
-        Ok(client) => Ok(client),
-        Err(e) if is_host_key_rejection(&e) => Err(ConnError::HostKeyMismatch {
-            host: host.to_string(),
-            address: address.to_string(),
-            known_hosts: kh,
-            fingerprint: format!("a key other than {fingerprint} (it changed during the connection)"),
-        }),
+        Ok(session) => Ok(session),
+        Err(OpenError::Ssh { error, .. }) if matches!(*error, russh::Error::UnknownKey) => {
+            Err(ConnError::HostKeyMismatch {
+                host: host.to_string(),
+                address: address.to_string(),
+                known_hosts: kh,
+                fingerprint: format!("a key other than {fingerprint} (it changed during the connection)"),
+            })
+        }
         Err(e) => Err(map_error(host, address, opts, e)),
     }
 }
@@ -838,87 +826,28 @@ fn learn_host_key(address: &str, port: u16, key: &PublicKey, path: &Path) -> Res
     Ok(())
 }
 
-fn is_host_key_rejection(e: &async_ssh2_tokio::Error) -> bool {
-    matches!(
-        e,
-        async_ssh2_tokio::Error::ServerCheckFailed
-            | async_ssh2_tokio::Error::SshError(russh::Error::UnknownKey | russh::Error::KeyChanged { .. })
-    )
-}
-
-fn map_error(host: &str, address: &str, opts: &SshOptions, e: async_ssh2_tokio::Error) -> ConnError {
-    use async_ssh2_tokio::Error as E;
-    let auth = |detail: String| ConnError::Auth {
+fn map_error(host: &str, address: &str, opts: &SshOptions, e: OpenError) -> ConnError {
+    let unreachable = |detail: String| ConnError::Unreachable {
         host: host.to_string(),
-        user: opts.user.clone(),
+        address: format!("{address}:{}", opts.port),
         detail,
     };
-    let key_name = match &opts.auth {
-        SshAuth::KeyFile(p) => format!("key {}", p.display()),
-        SshAuth::Agent => "the ssh-agent's keys".to_string(),
-    };
     match e {
-        E::KeyAuthFailed | E::PasswordWrong | E::AgentAuthenticationFailed | E::AgentAuthError(_) => {
-            auth(format!("the server refused {key_name}"))
-        }
-        E::KeyInvalid(err) => auth(format!("cannot load {key_name}: {err}")),
-        E::AgentConnectionFailed => auth("cannot reach the ssh-agent at $SSH_AUTH_SOCK".into()),
-        E::AgentRequestIdentitiesFailed | E::AgentNoIdentities => {
-            auth("the ssh-agent has no usable key".into())
-        }
-        E::AddressInvalid(err) => ConnError::Unreachable {
+        OpenError::Auth(detail) => ConnError::Auth {
             host: host.to_string(),
-            address: format!("{address}:{}", opts.port),
-            detail: err.to_string(),
+            user: opts.user.clone(),
+            detail,
         },
-        E::SshError(russh::Error::IO(err)) => ConnError::Unreachable {
-            host: host.to_string(),
-            address: format!("{address}:{}", opts.port),
-            detail: err.to_string(),
-        },
-        other => ConnError::Unreachable {
-            host: host.to_string(),
-            address: format!("{address}:{}", opts.port),
-            detail: other.to_string(),
+        OpenError::Address(detail) => unreachable(detail),
+        OpenError::Ssh { error, .. } => match *error {
+            russh::Error::IO(err) => unreachable(err.to_string()),
+            russh::Error::KeepaliveTimeout => unreachable(format!(
+                "no answer from the host for {:?} (keepalive)",
+                opts.keepalive.bound()
+            )),
+            other => unreachable(other.to_string()),
         },
     }
-}
-
-/// A handler that records the server's key and rejects it.
-struct KeyProbe(Arc<Mutex<Option<PublicKey>>>);
-
-impl russh::client::Handler for KeyProbe {
-    type Error = russh::Error;
-
-    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
-        Ok(false)
-    }
-}
-
-/// Handshake far enough to learn the host key (then abort). `None` when the host
-/// did not get that far.
-async fn probe_host_key(
-    address: &str,
-    port: u16,
-    via: Option<&Client>,
-    algorithms: &[russh::keys::Algorithm],
-) -> Option<PublicKey> {
-    let seen = Arc::new(Mutex::new(None));
-    let config = Arc::new(russh_config_for(algorithms));
-    let handler = KeyProbe(seen.clone());
-    let _ = match via {
-        Some(j) => {
-            let channel = j.open_direct_tcpip_channel((address, port), None).await.ok()?;
-            russh::client::connect_stream(config, channel.into_stream(), handler)
-                .await
-                .map(drop)
-        }
-        None => russh::client::connect(config, (address, port), handler)
-            .await
-            .map(drop),
-    };
-    seen.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
 #[async_trait]
@@ -928,20 +857,8 @@ impl Connection for SshConnection {
     }
 
     async fn exec(&self, cmd: &Cmd) -> Result<Output, ConnError> {
-        // troupe's own operations go to the control shell when it is free; a second
-        // one at the same time takes a session rather than wait.
-        if cmd.internal && cmd.stdin.is_none() && cmd.env.is_empty() {
-            if let Some(answer) = self.try_control(cmd).await {
-                return answer;
-            }
-        }
-        self.run(
-            cmd.to_shell_line(),
-            cmd.shell_stdin(),
-            cmd.timeout.or(self.command_timeout),
-            (!cmd.internal).then_some(super::OUTPUT_TAIL),
-        )
-        .await
+        let answer = self.exec_inner(cmd).await;
+        self.explain(answer).await
     }
 
     async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>, ConnError> {
@@ -977,6 +894,58 @@ impl Connection for SshConnection {
     }
 
     async fn write_file(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
+        let done = self.write_inner(path, contents, attrs).await;
+        self.explain(done).await
+    }
+
+    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
+        let tunnel = self.tunnel_inner(host, port).await;
+        self.explain(tunnel).await
+    }
+
+    async fn interrupt(&self) {
+        self.interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pids: Vec<u32> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if !pids.is_empty() {
+            tracing::debug!("{}: interrupted: TERM to process groups {pids:?}", self.host);
+            self.kill_remote_all(&pids).await;
+        }
+    }
+
+    async fn close(&self) -> Result<(), ConnError> {
+        // Bounded: a host that stopped answering must not hold the end of the run.
+        match tokio::time::timeout(Duration::from_secs(2), self.session.disconnect()).await {
+            Ok(done) => done.map_err(|e| self.lost(e)),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl SshConnection {
+    async fn exec_inner(&self, cmd: &Cmd) -> Result<Output, ConnError> {
+        // troupe's own operations go to the control shell when it is free; a second
+        // one at the same time takes a session rather than wait.
+        if cmd.internal && cmd.stdin.is_none() && cmd.env.is_empty() {
+            if let Some(answer) = self.try_control(cmd).await {
+                return answer;
+            }
+        }
+        self.run(
+            cmd.to_shell_line(),
+            cmd.shell_stdin(),
+            cmd.timeout.or(self.command_timeout),
+            (!cmd.internal).then_some(super::OUTPUT_TAIL),
+        )
+        .await
+    }
+
+    async fn write_inner(&self, path: &str, contents: &[u8], attrs: &FileAttrs) -> Result<(), ConnError> {
         // Text travels inside the script to the control shell, through its stdin. A
         // session gets it on its own stdin, never on a command line (which `ps` shows
         // every user of the host).
@@ -1011,9 +980,8 @@ impl Connection for SshConnection {
         }
     }
 
-    async fn tunnel(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
-        // async-ssh2-tokio resolves the target locally; a name must mean what it means
-        // on the remote host, so resolve names there.
+    async fn tunnel_inner(&self, host: &str, port: u16) -> Result<Box<dyn Tunnel>, ConnError> {
+        // A name must mean what it means on the remote host, so resolve names there.
         let ip: std::net::IpAddr = match host {
             "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
             h => match h.trim_start_matches('[').trim_end_matches(']').parse() {
@@ -1032,33 +1000,14 @@ impl Connection for SshConnection {
             },
         };
         let channel = self
-            .client
-            .open_direct_tcpip_channel(std::net::SocketAddr::new(ip, port), None)
+            .session
+            .direct_tcpip(ip, port)
             .await
             .map_err(|e| ConnError::Io {
                 host: self.host.clone(),
                 detail: format!("cannot open a tunnel to {host}:{port}: {e}"),
             })?;
         Ok(Box::new(channel.into_stream()))
-    }
-
-    async fn interrupt(&self) {
-        self.interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-        let pids: Vec<u32> = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
-        if !pids.is_empty() {
-            tracing::debug!("{}: interrupted: TERM to process groups {pids:?}", self.host);
-            self.kill_remote_all(&pids).await;
-        }
-    }
-
-    async fn close(&self) -> Result<(), ConnError> {
-        self.client.disconnect().await.map_err(|e| self.lost(e))
     }
 }
 

@@ -1,0 +1,343 @@
+//! One authenticated SSH session on russh, and why it ended once it has.
+//!
+//! Why not a higher-level client: a session that dies must say why. A host that stops
+//! answering (a frozen sshd, a dropped link) is found by SSH keepalives, and the user
+//! must read "no answer from the host for 30s (keepalive)", not "the channel closed".
+//! Only russh's [`Handler::disconnected`] learns that reason, so the handler is ours.
+//! It also records the key the host offered, so a rejected host key is shown with its
+//! fingerprint without a second handshake.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{DisconnectReason, Handle, Handler, Msg};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::sync::watch;
+
+use super::ssh::SshAuth;
+
+/// How a dead host is found: when nothing came from it for `interval`, a keepalive is
+/// sent; after `count` intervals without any answer, the session is declared dead. So
+/// a host that stops answering is given up after `interval × count` (the `bound`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl Keepalive {
+    /// 10 s × 3: a host that answers nothing for 30 s is unreachable.
+    pub const DEFAULT: Keepalive = Keepalive {
+        interval: Duration::from_secs(10),
+        count: 3,
+    };
+
+    /// How long a host may answer nothing before it is given up.
+    pub fn bound(&self) -> Duration {
+        self.interval * self.count.max(1)
+    }
+
+    /// russh's settings for this bound: russh gives up at the tick after `max`
+    /// unanswered keepalives (`(max + 1) × interval`), and `max = 0` turns the check
+    /// off, so one interval becomes two half intervals.
+    fn russh(&self) -> (Duration, usize) {
+        match self.count {
+            0 | 1 => (self.interval / 2, 1),
+            n => (self.interval, n as usize - 1),
+        }
+    }
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive::DEFAULT
+    }
+}
+
+/// Which host key to accept.
+#[derive(Debug, Clone)]
+pub enum KeyCheck {
+    /// The key recorded for `address:port` in this known_hosts file.
+    KnownHosts { path: PathBuf },
+    /// Exactly this key (checked already, pinned for the real connection).
+    Pinned(PublicKey),
+    /// None: only learn which key the host offers (see `OpenError::Ssh::offered`).
+    Reject,
+}
+
+/// Why the session ended, as the handler learnt it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The keepalive check gave up after this long without an answer.
+    Keepalive(Duration),
+    /// Anything else (the host closed the connection, a protocol error...).
+    Other(String),
+}
+
+struct Checker {
+    check: KeyCheck,
+    address: String,
+    port: u16,
+    offered: Arc<Mutex<Option<PublicKey>>>,
+    ended: watch::Sender<Option<Ended>>,
+    keepalive: Keepalive,
+}
+
+impl Handler for Checker {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
+        *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+        Ok(match &self.check {
+            KeyCheck::KnownHosts { path } => {
+                russh::keys::check_known_hosts_path(&self.address, self.port, key, path).unwrap_or(false)
+            }
+            KeyCheck::Pinned(pinned) => pinned == key,
+            KeyCheck::Reject => false,
+        })
+    }
+
+    async fn disconnected(&mut self, reason: DisconnectReason<Self::Error>) -> Result<(), Self::Error> {
+        let (ended, result) = match reason {
+            DisconnectReason::ReceivedDisconnect(info) => (
+                Ended::Other(format!("the host closed the connection ({})", info.message)),
+                Ok(()),
+            ),
+            DisconnectReason::Error(russh::Error::KeepaliveTimeout) => (
+                Ended::Keepalive(self.keepalive.bound()),
+                Err(russh::Error::KeepaliveTimeout),
+            ),
+            DisconnectReason::Error(e) => (Ended::Other(e.to_string()), Err(e)),
+        };
+        self.ended.send_replace(Some(ended));
+        result
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The SSH layer failed; `offered` is the host key the host showed, if it got
+    /// that far (a rejected key is `russh::Error::UnknownKey`).
+    Ssh {
+        error: Box<russh::Error>,
+        offered: Option<PublicKey>,
+    },
+    /// The address does not resolve.
+    Address(String),
+    /// Authentication failed; the text says how.
+    Auth(String),
+}
+
+/// An open, authenticated session.
+pub struct Session {
+    handle: Handle<Checker>,
+    ended: watch::Receiver<Option<Ended>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+/// The russh client settings troupe uses everywhere.
+pub fn config(keepalive: Keepalive) -> russh::client::Config {
+    let (interval, max) = keepalive.russh();
+    russh::client::Config {
+        keepalive_interval: Some(interval),
+        keepalive_max: max,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+impl Session {
+    /// Handshake with `address:port` (through `via`, a jump host's session, when
+    /// given), check its key against `check`, authenticate as `user`.
+    // Each is a separate fact about the connection; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open(
+        address: &str,
+        port: u16,
+        via: Option<&Session>,
+        check: KeyCheck,
+        key_algorithms: &[russh::keys::Algorithm],
+        keepalive: Keepalive,
+        user: &str,
+        auth: &SshAuth,
+    ) -> Result<Session, OpenError> {
+        let offered = Arc::new(Mutex::new(None));
+        let (tx, rx) = watch::channel(None);
+        let handler = Checker {
+            check,
+            address: address.to_string(),
+            port,
+            offered: offered.clone(),
+            ended: tx,
+            keepalive,
+        };
+        let mut config = config(keepalive);
+        config.preferred.key = std::borrow::Cow::Owned(key_algorithms.to_vec());
+        let config = Arc::new(config);
+        let ssh_err = |error: russh::Error| OpenError::Ssh {
+            error: Box::new(error),
+            offered: offered.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        };
+        let handle = match via {
+            None => russh::client::connect(config, (address, port), handler)
+                .await
+                .map_err(ssh_err)?,
+            Some(jump) => {
+                // Resolved on the controller, like the direct case.
+                let target = tokio::net::lookup_host((address, port))
+                    .await
+                    .map_err(|e| OpenError::Address(format!("{address}: {e}")))?
+                    .next()
+                    .ok_or_else(|| OpenError::Address(format!("{address} does not resolve")))?;
+                let channel = jump
+                    .handle
+                    .channel_open_direct_tcpip(target.ip().to_string(), target.port().into(), "127.0.0.1", 22)
+                    .await
+                    .map_err(ssh_err)?;
+                russh::client::connect_stream(config, channel.into_stream(), handler)
+                    .await
+                    .map_err(ssh_err)?
+            }
+        };
+        let mut session = Session { handle, ended: rx };
+        session.authenticate(user, auth).await?;
+        Ok(session)
+    }
+
+    async fn authenticate(&mut self, user: &str, auth: &SshAuth) -> Result<(), OpenError> {
+        let ssh = |error| OpenError::Ssh {
+            error: Box::new(error),
+            offered: None,
+        };
+        let hash = self
+            .handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(ssh)?
+            .flatten();
+        match auth {
+            SshAuth::KeyFile(path) => {
+                let key = russh::keys::load_secret_key(path, None)
+                    .map_err(|e| OpenError::Auth(format!("cannot load key {}: {e}", path.display())))?;
+                let ok = self
+                    .handle
+                    .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                    .await
+                    .map_err(ssh)?;
+                if !ok.success() {
+                    return Err(OpenError::Auth(format!(
+                        "the server refused key {}",
+                        path.display()
+                    )));
+                }
+            }
+            SshAuth::Agent => {
+                let mut agent = russh::keys::agent::client::AgentClient::connect_env()
+                    .await
+                    .map_err(|_| OpenError::Auth("cannot reach the ssh-agent at $SSH_AUTH_SOCK".into()))?;
+                let identities = agent
+                    .request_identities()
+                    .await
+                    .map_err(|_| OpenError::Auth("the ssh-agent has no usable key".into()))?;
+                if identities.is_empty() {
+                    return Err(OpenError::Auth("the ssh-agent has no usable key".into()));
+                }
+                for identity in identities {
+                    let result = self
+                        .handle
+                        .authenticate_publickey_with(
+                            user,
+                            identity.public_key().into_owned(),
+                            hash,
+                            &mut agent,
+                        )
+                        .await;
+                    if result.is_ok_and(|r| r.success()) {
+                        return Ok(());
+                    }
+                }
+                return Err(OpenError::Auth("the server refused the ssh-agent's keys".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Open a session channel (for `exec`).
+    pub async fn channel(&self) -> Result<Channel<Msg>, russh::Error> {
+        self.handle.channel_open_session().await
+    }
+
+    /// Open a `direct-tcpip` channel to `ip:port` as the host sees it.
+    pub async fn direct_tcpip(&self, ip: std::net::IpAddr, port: u16) -> Result<Channel<Msg>, russh::Error> {
+        self.handle
+            .channel_open_direct_tcpip(ip.to_string(), port.into(), "127.0.0.1", 22)
+            .await
+    }
+
+    pub async fn disconnect(&self) -> Result<(), russh::Error> {
+        self.handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Why the session ended, once it has. The handler learns it just after the
+    /// session's channels start failing, so a caller that saw a failure waits a
+    /// moment for it.
+    pub async fn ended(&self) -> Option<Ended> {
+        if let Some(e) = self.ended.borrow().clone() {
+            return Some(e);
+        }
+        if !self.is_closed() {
+            return None;
+        }
+        let mut rx = self.ended.clone();
+        tokio::time::timeout(Duration::from_secs(1), rx.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|r| r.ok().and_then(|v| v.clone()))
+    }
+}
+
+/// Whether a channel open failed because sshd refused another session (its
+/// `MaxSessions`): OpenSSH answers "administratively prohibited", "open failed".
+pub fn is_session_refusal(e: &russh::Error) -> bool {
+    matches!(
+        e,
+        russh::Error::ChannelOpenFailure(
+            ChannelOpenFailure::AdministrativelyProhibited | ChannelOpenFailure::ResourceShortage
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// russh gives up at the tick after `max` unanswered keepalives, and `max = 0`
+    /// would turn the check off: the settings must give up after exactly the bound.
+    #[test]
+    fn keepalive_settings_give_up_after_interval_times_count() {
+        for (interval, count) in [(1000, 1), (1000, 2), (1000, 3), (10_000, 3), (250, 7)] {
+            let k = Keepalive {
+                interval: Duration::from_millis(interval),
+                count,
+            };
+            let (tick, max) = k.russh();
+            assert!(max >= 1, "{k:?}: max 0 turns keepalives off");
+            assert_eq!(tick * (max as u32 + 1), k.bound(), "{k:?}");
+            assert_eq!(k.bound(), Duration::from_millis(interval) * count);
+        }
+    }
+}
