@@ -40,6 +40,11 @@ pub struct ArgSpec {
     /// Shown in the docs; the module applies it.
     pub default: Option<&'static str>,
     pub doc: &'static str,
+    /// A path on the host that the module's check stats. The scheduler stats every
+    /// such path of a play's tasks in one batched round trip per host before the play,
+    /// so the checks find their answers cached: the module's own declaration says
+    /// which paths, so a new module cannot be forgotten by the prefetch.
+    pub stat: bool,
 }
 
 impl ArgSpec {
@@ -53,6 +58,7 @@ impl ArgSpec {
             positional: false,
             default: None,
             doc,
+            stat: false,
         }
     }
 }

@@ -436,7 +436,7 @@ impl Scheduler {
                     if let Some(item) = item {
                         c.insert(task.loop_var.clone(), item);
                     }
-                    for name in names {
+                    for name in &names {
                         if let Some(arg) = task.args.get(*name) {
                             if let Ok(serde_json::Value::String(path)) = renderer.render_value(&arg.value, &c)
                             {

@@ -18,15 +18,12 @@ use async_trait::async_trait;
 use crate::connection::shell::{kind_of, quote};
 use crate::connection::{Cmd, ConnError, Connection, FileAttrs, FileKind, FileStat, Output, Tunnel};
 
-/// The arguments of the built-in modules that name a path their `check` stats.
-pub fn stat_args(module: &str) -> &'static [&'static str] {
-    match module {
-        "file" | "wait-for" => &["path"],
-        "copy" | "template" => &["dest"],
-        "command" | "shell" => &["creates", "removes"],
-        "fetch" => &["src"],
-        _ => &[],
-    }
+/// The arguments of module `module` that name a path its `check` stats (declared
+/// with `stat: true` in the module's spec).
+pub fn stat_args(module: &str) -> Vec<&'static str> {
+    crate::modules::find(module)
+        .map(|m| m.spec().args.iter().filter(|a| a.stat).map(|a| a.name).collect())
+        .unwrap_or_default()
 }
 
 const ABSENT: &str = "@@troupe-absent@@";
@@ -471,6 +468,13 @@ mod tests {
     #[test]
     fn stat_args_cover_the_path_modules() {
         assert_eq!(stat_args("template"), ["dest"]);
+        assert_eq!(stat_args("copy"), ["dest"]);
+        assert_eq!(stat_args("file"), ["path"]);
+        assert_eq!(stat_args("wait-for"), ["path"]);
+        assert_eq!(stat_args("command"), ["creates", "removes"]);
+        assert_eq!(stat_args("shell"), ["creates", "removes"]);
+        assert_eq!(stat_args("fetch"), ["src"]);
         assert!(stat_args("service").is_empty());
+        assert!(stat_args("no-such-module").is_empty());
     }
 }

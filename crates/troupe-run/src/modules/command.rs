@@ -15,16 +15,22 @@ pub struct Command;
 
 /// Arguments shared by `command` and `shell` after the program itself.
 pub(crate) const GUARD_ARGS: [ArgSpec; 5] = [
-    ArgSpec::new(
-        "creates",
-        ArgKind::Path,
-        "Skip the command when this path exists on the host.",
-    ),
-    ArgSpec::new(
-        "removes",
-        ArgKind::Path,
-        "Run the command only when this path exists on the host.",
-    ),
+    ArgSpec {
+        stat: true,
+        ..ArgSpec::new(
+            "creates",
+            ArgKind::Path,
+            "Skip the command when this path exists on the host.",
+        )
+    },
+    ArgSpec {
+        stat: true,
+        ..ArgSpec::new(
+            "removes",
+            ArgKind::Path,
+            "Run the command only when this path exists on the host.",
+        )
+    },
     ArgSpec::new("chdir", ArgKind::Path, "Directory to run the command in."),
     ArgSpec::new(
         "env",

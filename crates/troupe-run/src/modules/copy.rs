@@ -19,6 +19,7 @@ pub struct Copy;
 pub(crate) const DEST_ARGS: [ArgSpec; 4] = [
     ArgSpec {
         required: true,
+        stat: true,
         ..ArgSpec::new("dest", ArgKind::Path, "Path of the file on the host.")
     },
     ArgSpec::new(

@@ -26,6 +26,7 @@ fails the task unless `fail-on-missing=#false`. Registered result: `dest`, `chec
         ArgSpec {
             required: true,
             positional: true,
+            stat: true,
             ..ArgSpec::new("src", ArgKind::Path, "File on the host.")
         },
         ArgSpec {

@@ -27,6 +27,7 @@ apply to the path itself (not recursively).",
         ArgSpec {
             required: true,
             positional: true,
+            stat: true,
             ..ArgSpec::new("path", ArgKind::Path, "The path on the host.")
         },
         ArgSpec {

@@ -31,7 +31,10 @@ after `timeout`. Reports `ok`, since waiting changes nothing. Registered result:
             ArgKind::String,
             "`HOST:PORT` to connect to from the host.",
         ),
-        ArgSpec::new("path", ArgKind::Path, "A path on the host."),
+        ArgSpec {
+            stat: true,
+            ..ArgSpec::new("path", ArgKind::Path, "A path on the host.")
+        },
         ArgSpec::new(
             "command",
             ArgKind::String,
