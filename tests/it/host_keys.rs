@@ -1,8 +1,9 @@
 //! Host keys judged like OpenSSH judges them (issue 12.12), each case against a real
 //! sshd and, for parity, the OpenSSH client on the same known_hosts: `@revoked` keys
 //! are refused, a host known only by its RSA key is reached (troupe offers the key
-//! types known_hosts has for the host), hashed names match, and a malformed line is an
-//! error naming file and line.
+//! types known_hosts has for the host), hashed names match, a host certificate signed
+//! by `ssh-keygen -s` is accepted from a trusted `@cert-authority` and refused from an
+//! untrusted or revoked one, and a malformed line is an error naming file and line.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,8 +13,9 @@ use troupe_run::connection::ssh::{SshConnection, SshOptions};
 use troupe_run::connection::{Cmd, ConnError, Connection};
 use troupe_tests::Lab;
 
-/// A lab of its own whose host also has an RSA host key (sshd re-reads its config on
-/// HUP), shared by the tests of this file.
+/// A lab of its own whose host also has an RSA host key and a host certificate of its
+/// ed25519 key, signed by [`ca_public`]'s CA for its address (sshd re-reads its config
+/// on HUP), shared by the tests of this file.
 fn lab() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
     LAB.get_or_init(|| {
@@ -27,9 +29,30 @@ fn lab() -> &'static Lab {
             .unwrap()
             .success();
         assert!(ok, "ssh-keygen rsa");
+        let ca = lab.dir().join("host-ca");
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "lab host CA", "-f"])
+            .arg(&ca)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ssh-keygen CA");
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&ca)
+            .args(["-I", "podc01", "-h", "-n", lab.address("podc01"), "-V", "-5m:+1d"])
+            .arg(hdir.join("ssh_host_ed25519_key.pub"))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ssh-keygen -s (host certificate)");
         let config = hdir.join("sshd_config");
         let mut text = std::fs::read_to_string(&config).unwrap();
         text = text.replacen("HostKey ", &format!("HostKey {}\nHostKey ", rsa.display()), 1);
+        text.push_str(&format!(
+            "HostCertificate {}\n",
+            hdir.join("ssh_host_ed25519_key-cert.pub").display()
+        ));
         std::fs::write(&config, text).unwrap();
         let pid = lab.host("podc01").sshd_pid.to_string();
         assert!(
@@ -184,19 +207,62 @@ async fn a_malformed_line_is_an_error_naming_file_and_line() {
     }
 }
 
-/// Host certificates are not checked yet (russh 0.62 cannot see them): a host known
-/// only through `@cert-authority` is refused with an error that says so and what to do,
-/// never taken for an unknown host that accept-new would then record.
+/// `TYPE BASE64` of a CA made by [`lab`]: `host-ca` signed the lab host's
+/// certificate, `other-ca` (made here) signed nothing.
+fn ca_public(lab: &Lab, name: &str) -> String {
+    let path = lab.dir().join(name);
+    if !path.exists() {
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let text = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
 #[tokio::test]
-async fn a_host_known_only_through_a_cert_authority_is_refused_saying_why() {
+async fn a_host_certificate_from_a_trusted_authority_is_accepted() {
     let lab = lab();
     let tmp = tempfile::tempdir().unwrap();
-    let ed = public_key(lab, "ed25519");
-    let kh = write_known_hosts(tmp.path(), &format!("@cert-authority 127.0.* {ed}\n"));
-    match connect(lab, &kh).await {
-        Err(e @ ConnError::HostCertificateUnsupported { .. }) => {
-            assert!(e.to_string().contains(":1 trusts a certificate authority"), "{e}");
+    let ca = ca_public(lab, "host-ca");
+    let kh = write_known_hosts(tmp.path(), &format!("@cert-authority 127.0.* {ca}\n"));
+    assert!(openssh_connects(lab, &kh), "OpenSSH accepts the certificate");
+    let conn = connect(lab, &kh)
+        .await
+        .unwrap_or_else(|e| panic!("troupe does not: {e}"));
+    assert!(conn.exec(&Cmd::argv(["true"])).await.unwrap().success());
+}
+
+#[tokio::test]
+async fn a_host_certificate_is_refused_from_an_untrusted_or_revoked_authority() {
+    let lab = lab();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = ca_public(lab, "host-ca");
+    let other = ca_public(lab, "other-ca");
+    for (text, why) in [
+        (
+            format!("@cert-authority * {other}\n"),
+            "no @cert-authority line trusts",
+        ),
+        (format!("@cert-authority * {ca}\n@revoked * {ca}\n"), "@revoked"),
+        (format!("@cert-authority 127.0.* {ca}\n"), ""),
+    ] {
+        let kh = write_known_hosts(tmp.path(), &text);
+        if why.is_empty() {
+            // The control case: the same file minus the reason connects.
+            connect(lab, &kh).await.unwrap();
+            continue;
         }
-        other => panic!("expected HostCertificateUnsupported, got {other:?}"),
+        assert!(!openssh_connects(lab, &kh), "OpenSSH refuses: {text}");
+        match connect(lab, &kh).await {
+            Err(e @ ConnError::HostCertificateRejected { .. }) => {
+                assert!(e.to_string().contains(why), "{text}: {e}");
+            }
+            other => panic!("{text}: expected HostCertificateRejected, got {other:?}"),
+        }
     }
 }

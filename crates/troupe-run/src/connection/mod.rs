@@ -246,20 +246,18 @@ pub enum ConnError {
         detail: String,
     },
 
-    #[error(
-        "{host}: {known_hosts}:{line} trusts a certificate authority for {address}, and troupe does not check host certificates yet"
-    )]
+    #[error("{host}: the host certificate of {address} is refused: {reason}")]
     #[diagnostic(
-        code(troupe::conn::host_certificate_unsupported),
+        code(troupe::conn::host_certificate_refused),
         help(
-            "add the host's own key as well (`ssh-keyscan {address} >> {known_hosts}`, after checking its fingerprint)"
+            "known_hosts trusts a certificate authority for this host ({known_hosts}); check the certificate with `ssh-keygen -L -f` on the host, or add the host's own key"
         )
     )]
-    HostCertificateUnsupported {
+    HostCertificateRejected {
         host: String,
         address: String,
         known_hosts: String,
-        line: usize,
+        reason: String,
     },
 
     #[error("{host}: authentication as {user} failed ({detail})")]

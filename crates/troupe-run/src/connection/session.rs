@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::{DisconnectReason, Handle, Handler, Msg};
-use russh::keys::{PrivateKeyWithHashAlg, PublicKey};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure};
 use tokio::sync::watch;
 
@@ -65,6 +65,54 @@ pub enum KeyCheck {
     Pinned(PublicKey),
     /// None: only learn which key the host offers (see `OpenError::Ssh::offered`).
     Reject,
+    /// A host certificate (`@cert-authority` in known_hosts): of type host, naming
+    /// `principal` (the address connected to, as OpenSSH checks it), valid now, signed
+    /// by one of `authorities`, and neither it nor its signer `revoked`. A plain key
+    /// offered instead is refused and recorded, like [`KeyCheck::Reject`].
+    HostCertificate {
+        authorities: Vec<PublicKey>,
+        revoked: Vec<PublicKey>,
+        principal: String,
+    },
+}
+
+/// Why a host certificate is not accepted; `None` when it is.
+fn certificate_refusal(
+    cert: &russh::keys::Certificate,
+    authorities: &[PublicKey],
+    revoked: &[PublicKey],
+    principal: &str,
+) -> Option<String> {
+    use russh::keys::HashAlg;
+    use russh::keys::ssh_key::certificate::CertType;
+    if cert.cert_type() != CertType::Host {
+        return Some("it is a user certificate, not a host certificate".into());
+    }
+    if !cert.valid_principals().iter().any(|p| p == principal) {
+        return Some(format!(
+            "it is for {}, not {principal}",
+            cert.valid_principals().join(", ")
+        ));
+    }
+    let Some(ca) = authorities
+        .iter()
+        .find(|ca| ca.key_data() == cert.signature_key())
+    else {
+        return Some("no @cert-authority line trusts the key that signed it".into());
+    };
+    if revoked
+        .iter()
+        .any(|r| r.key_data() == cert.signature_key() || r.key_data() == cert.public_key())
+    {
+        return Some("it, or the authority that signed it, is @revoked".into());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match cert.validate_at(now, [&ca.fingerprint(HashAlg::Sha256)]) {
+        Ok(()) => None,
+        Err(e) => Some(format!("it does not validate: {e}")),
+    }
 }
 
 /// Why the session ended, as the handler learnt it.
@@ -81,6 +129,8 @@ struct Checker {
     address: String,
     port: u16,
     offered: Arc<Mutex<Option<PublicKey>>>,
+    /// Why an offered host certificate was refused.
+    refusal: Arc<Mutex<Option<String>>>,
     ended: watch::Sender<Option<Ended>>,
     keepalive: Keepalive,
 }
@@ -88,14 +138,32 @@ struct Checker {
 impl Handler for Checker {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
+    async fn check_server_key(&mut self, offered: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let key = match offered {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                let refusal = match &self.check {
+                    KeyCheck::HostCertificate {
+                        authorities,
+                        revoked,
+                        principal,
+                    } => certificate_refusal(cert, authorities, revoked, principal),
+                    _ => Some("troupe did not ask for a certificate".into()),
+                };
+                *self.offered.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(PublicKey::from(cert.public_key().clone()));
+                *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = refusal.clone();
+                return Ok(refusal.is_none());
+            }
+        };
+        let key = &key;
         *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
         Ok(match &self.check {
             KeyCheck::KnownHosts { path } => {
                 russh::keys::check_known_hosts_path(&self.address, self.port, key, path).unwrap_or(false)
             }
             KeyCheck::Pinned(pinned) => pinned == key,
-            KeyCheck::Reject => false,
+            KeyCheck::Reject | KeyCheck::HostCertificate { .. } => false,
         })
     }
 
@@ -124,6 +192,8 @@ pub enum OpenError {
     Ssh {
         error: Box<russh::Error>,
         offered: Option<PublicKey>,
+        /// Why the host's certificate was refused, when it offered one.
+        certificate_refused: Option<String>,
     },
     /// The address does not resolve.
     Address(String),
@@ -170,21 +240,29 @@ impl Session {
         auth: &SshAuth,
     ) -> Result<Session, OpenError> {
         let offered = Arc::new(Mutex::new(None));
+        let refusal = Arc::new(Mutex::new(None));
+        let wants_certificate = matches!(check, KeyCheck::HostCertificate { .. });
         let (tx, rx) = watch::channel(None);
         let handler = Checker {
             check,
             address: address.to_string(),
             port,
             offered: offered.clone(),
+            refusal: refusal.clone(),
             ended: tx,
             keepalive,
         };
         let mut config = config(keepalive);
         config.preferred.key = std::borrow::Cow::Owned(key_algorithms.to_vec());
+        if wants_certificate {
+            // Certificates of the same key types, asked for ahead of plain keys.
+            config.preferred.host_key_certificates = std::borrow::Cow::Owned(key_algorithms.to_vec());
+        }
         let config = Arc::new(config);
         let ssh_err = |error: russh::Error| OpenError::Ssh {
             error: Box::new(error),
             offered: offered.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            certificate_refused: refusal.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
         let handle = match via {
             None => russh::client::connect(config, (address, port), handler)
@@ -216,6 +294,7 @@ impl Session {
         let ssh = |error| OpenError::Ssh {
             error: Box::new(error),
             offered: None,
+            certificate_refused: None,
         };
         let hash = self
             .handle

@@ -702,16 +702,6 @@ async fn open(
     // never accepted, and only the key types it knows for the host are offered.
     let known = read_known_hosts(host, address, opts.port, &opts.known_hosts)?;
     let accepted: Vec<&PublicKey> = known.accepted().collect();
-    if accepted.is_empty()
-        && let Some((line, _)) = known.cert_authorities.first()
-    {
-        return Err(ConnError::HostCertificateUnsupported {
-            host: host.to_string(),
-            address: address.to_string(),
-            known_hosts: kh,
-            line: *line,
-        });
-    }
     let algorithms = host_key_algorithms(&accepted);
     // The key the host will most likely show: the first known one of the most
     // preferred type. Another known key is found by the probe below.
@@ -720,8 +710,16 @@ async fn open(
         .find_map(|a| accepted.iter().find(|k| same_key_family(&k.algorithm(), a)));
     // Not the key we expected (or none known): the handler saw which key the host
     // offers, and it is judged below.
+    // No key of the host's own, but a `@cert-authority` for it: ask for a host
+    // certificate, as OpenSSH does. (With a known key, that key decides, as in OpenSSH
+    // when the host shows a plain key.)
     let check = match likely {
         Some(key) => KeyCheck::Pinned((*key).clone()),
+        None if !known.cert_authorities.is_empty() => KeyCheck::HostCertificate {
+            authorities: known.cert_authorities.iter().map(|(_, k)| k.clone()).collect(),
+            revoked: known.revoked.iter().map(|(_, k)| k.clone()).collect(),
+            principal: address.to_string(),
+        },
         None => KeyCheck::Reject,
     };
     let key = match attempt(check, algorithms.clone())
@@ -729,15 +727,28 @@ async fn open(
         .map_err(|_| timed_out())?
     {
         Ok(session) => return Ok(session),
-        Err(OpenError::Ssh { error, offered }) if matches!(*error, russh::Error::UnknownKey) => match offered
-        {
-            Some(key) => key,
-            None => {
-                return Err(unreachable(
-                    "the host did not show its host key (the SSH handshake did not get that far)".into(),
-                ));
+        Err(OpenError::Ssh {
+            error,
+            certificate_refused: Some(reason),
+            ..
+        }) if matches!(*error, russh::Error::UnknownKey) => {
+            return Err(ConnError::HostCertificateRejected {
+                host: host.to_string(),
+                address: address.to_string(),
+                known_hosts: kh,
+                reason,
+            });
+        }
+        Err(OpenError::Ssh { error, offered, .. }) if matches!(*error, russh::Error::UnknownKey) => {
+            match offered {
+                Some(key) => key,
+                None => {
+                    return Err(unreachable(
+                        "the host did not show its host key (the SSH handshake did not get that far)".into(),
+                    ));
+                }
             }
-        },
+        }
         Err(e) => return Err(map_error(host, address, opts, e)),
     };
     let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
