@@ -1,9 +1,10 @@
-//! The troupe-dsl test binary: data-driven ok/err files, the language reference's
-//! examples, behaviour (precedence, patterns, roles), and a no-panic sweep.
+//! The troupe-dsl test binary: data-driven ok/err files, behaviour (precedence,
+//! patterns, roles), and a no-panic sweep, against a small hand-made module registry.
+//! The docs' examples are checked against the real registry, in troupe-run's
+//! `tests/docs.rs`.
 
 mod api;
 mod data;
-mod docs;
 mod no_panic;
 
 mod registry;

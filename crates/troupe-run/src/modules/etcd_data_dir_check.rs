@@ -62,7 +62,9 @@ renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. Registered result: `state` (`
     ],
     one_of: &[],
     example: r#"task "no stale etcd data" {
-    etcd-data-dir-check name="etcd03" peer-url="https://10.1.1.203:2380" endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem"
+    etcd-data-dir-check name="etcd03" peer-url="https://10.1.1.203:2380" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" {
+        endpoints "https://10.1.1.201:2379" "https://10.1.1.202:2379"
+    }
 }"#,
 };
 

@@ -61,7 +61,9 @@ voting members (a learner or an added-but-unstarted member is an unfinished join
     ],
     one_of: &[],
     example: r#"task "etcd is healthy" {
-    etcd-health endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" voting=3
+    etcd-health ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" voting=3 {
+        endpoints "https://10.1.1.201:2379" "https://10.1.1.202:2379"
+    }
     register "etcd"
 }"#,
 };

@@ -80,7 +80,9 @@ belongs to another member. Retries etcd's \"unhealthy cluster\" answer. Register
     ],
     one_of: &[],
     example: r#"task "add etcd03 as a learner" {
-    etcd-member name="etcd03" peer-url="https://10.1.1.203:2380" state="present" endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem"
+    etcd-member name="etcd03" peer-url="https://10.1.1.203:2380" state="present" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" {
+        endpoints "https://10.1.1.201:2379" "https://10.1.1.202:2379"
+    }
     register "joined"
 }"#,
 };

@@ -58,7 +58,9 @@ done (so a re-run right after a run reports `ok`). Registered result: `path`, `s
     ],
     one_of: &[],
     example: r#"task "back up etcd" {
-    etcd-snapshot dest="backups" keep=5 endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem"
+    etcd-snapshot dest="backups" keep=5 ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" {
+        endpoints "https://10.1.1.201:2379" "https://10.1.1.202:2379"
+    }
 }"#,
 };
 

@@ -29,7 +29,9 @@ and without failing on unhealthy members. Fails only when no endpoint answers.",
     ],
     one_of: &[],
     example: r#"task "etcd status" {
-    etcd-status endpoints="https://10.1.1.201:2379" ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem"
+    etcd-status ca="pki/ca.pem" cert="pki/client.pem" key="pki/client-key.pem" {
+        endpoints "https://10.1.1.201:2379" "https://10.1.1.202:2379"
+    }
     register "status"
 }"#,
 };

@@ -43,7 +43,9 @@ restarts the apiserver. Registered result: `path`, `etcd_servers`.",
     ],
     one_of: &[],
     example: r#"task "apiserver uses the etcd cluster" {
-    kube-apiserver-etcd servers="https://10.1.1.201:2379,https://10.1.1.202:2379,https://10.1.1.203:2379" cafile="/etc/kubernetes/pki/etcd-certs/ca.pem" certfile="/etc/kubernetes/pki/etcd-certs/client.pem" keyfile="/etc/kubernetes/pki/etcd-certs/client-key.pem"
+    kube-apiserver-etcd cafile="/etc/kubernetes/pki/etcd-certs/ca.pem" certfile="/etc/kubernetes/pki/etcd-certs/client.pem" keyfile="/etc/kubernetes/pki/etcd-certs/client-key.pem" {
+        servers "https://10.1.1.201:2379" "https://10.1.1.202:2379" "https://10.1.1.203:2379"
+    }
 }"#,
 };
 
