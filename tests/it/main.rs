@@ -9,6 +9,7 @@ mod etcd_lab;
 mod host_keys;
 mod hung_hosts;
 mod lab;
+mod max_sessions;
 mod pki;
 mod private_material;
 mod quoting;

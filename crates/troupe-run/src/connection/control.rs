@@ -59,6 +59,8 @@ pub enum Abandoned {
 /// A running control shell.
 pub struct ControlShell {
     channel: russh::Channel<Msg>,
+    /// The shell's session counted in the connection's `Slots` until it is dropped.
+    _slot: super::session::Slot,
     nonce: String,
     seq: u64,
     /// The shell's pid on the host. sshd starts each session in a session of its own,
@@ -75,8 +77,8 @@ pub struct ControlShell {
 impl ControlShell {
     /// Start `sh` on a new session and prove it answers a first request.
     pub async fn start(session: &Session, timeout: Duration) -> Result<ControlShell, ControlError> {
-        let channel = tokio::time::timeout(timeout, async {
-            let channel = session
+        let (channel, slot) = tokio::time::timeout(timeout, async {
+            let (channel, slot) = session
                 .channel()
                 .await
                 .map_err(|e| ControlError::Broken(e.to_string()))?;
@@ -84,12 +86,13 @@ impl ControlShell {
                 .exec(true, "exec sh")
                 .await
                 .map_err(|e| ControlError::Broken(e.to_string()))?;
-            Ok(channel)
+            Ok((channel, slot))
         })
         .await
         .map_err(|_| ControlError::Timeout)??;
         let mut shell = ControlShell {
             channel,
+            _slot: slot,
             nonce: format!("{TAG_PREFIX}{:032x}", rand::random::<u128>()),
             seq: 0,
             pid: 0,

@@ -299,6 +299,15 @@ pub enum ConnError {
     )]
     NoAnswer { host: String, after: Duration },
 
+    #[error("{host}: sshd allows this connection no session (its MaxSessions)")]
+    #[diagnostic(
+        code(troupe::conn::max_sessions),
+        help(
+            "sshd refused even a first session: set `MaxSessions` in the host's sshd_config to at least 1 (2 or more lets troupe keep its control shell and run commands at once), then reload sshd"
+        )
+    )]
+    MaxSessions { host: String },
+
     #[error("{host}: connection lost: {detail}")]
     #[diagnostic(code(troupe::conn::lost))]
     Lost { host: String, detail: String },

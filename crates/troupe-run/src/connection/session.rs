@@ -205,6 +205,7 @@ pub enum OpenError {
 pub struct Session {
     handle: Handle<Checker>,
     ended: watch::Receiver<Option<Ended>>,
+    slots: Arc<Slots>,
 }
 
 impl std::fmt::Debug for Session {
@@ -285,7 +286,11 @@ impl Session {
                     .map_err(ssh_err)?
             }
         };
-        let mut session = Session { handle, ended: rx };
+        let mut session = Session {
+            handle,
+            ended: rx,
+            slots: Slots::new(),
+        };
         session.authenticate(user, auth).await?;
         Ok(session)
     }
@@ -349,9 +354,21 @@ impl Session {
         Ok(())
     }
 
-    /// Open a session channel (for `exec`).
-    pub async fn channel(&self) -> Result<Channel<Msg>, russh::Error> {
-        self.handle.channel_open_session().await
+    /// Open a session channel (for `exec`), counted in the connection's [`Slots`]:
+    /// it waits while sshd's learnt `MaxSessions` is reached, and a refusal is
+    /// reported as [`ChannelError::Refused`] (the caller decides whether to wait).
+    pub async fn channel(&self) -> Result<(Channel<Msg>, Slot), ChannelError> {
+        let slot = self.slots.take().await;
+        match self.handle.channel_open_session().await {
+            Ok(channel) => Ok((channel, slot)),
+            Err(e) if is_session_refusal(&e) => Err(ChannelError::Refused(self.slots.refused(slot))),
+            Err(e) => Err(ChannelError::Ssh(e)),
+        }
+    }
+
+    /// The session channels this connection has open (see [`Slots`]).
+    pub fn slots(&self) -> &Arc<Slots> {
+        &self.slots
     }
 
     /// Open a `direct-tcpip` channel to `ip:port` as the host sees it.
@@ -389,13 +406,35 @@ impl Session {
     }
 }
 
-/// Whether a channel open failed because sshd refused another session (its
-/// `MaxSessions`): OpenSSH answers "administratively prohibited", "open failed".
+/// Why [`Session::channel`] opened no channel.
+#[derive(Debug)]
+pub enum ChannelError {
+    /// sshd refused another session (its `MaxSessions`).
+    Refused(Refusal),
+    Ssh(russh::Error),
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChannelError::Refused(_) => f.write_str("sshd refused another session (MaxSessions)"),
+            ChannelError::Ssh(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Whether a session channel's open failed because sshd refused another session (its
+/// `MaxSessions`): OpenSSH answers "connect failed" ("open failed" in its log) when
+/// `session_new` finds no free session, others "administratively prohibited" or
+/// "resource shortage". A session channel connects nowhere, so none of these can mean
+/// anything else for it.
 pub fn is_session_refusal(e: &russh::Error) -> bool {
     matches!(
         e,
         russh::Error::ChannelOpenFailure(
-            ChannelOpenFailure::AdministrativelyProhibited | ChannelOpenFailure::ResourceShortage
+            ChannelOpenFailure::ConnectFailed
+                | ChannelOpenFailure::AdministrativelyProhibited
+                | ChannelOpenFailure::ResourceShortage
         )
     )
 }
@@ -418,5 +457,119 @@ mod tests {
             assert_eq!(tick * (max as u32 + 1), k.bound(), "{k:?}");
             assert_eq!(k.bound(), Duration::from_millis(interval) * count);
         }
+    }
+}
+
+/// The session channels one connection has open, and how many sshd lets it have.
+///
+/// sshd's `MaxSessions` (10 by default, often lowered) caps the session channels of
+/// one connection, and a refused open says only "open failed". A refusal while others
+/// are open teaches the limit: later opens wait until one of ours closes instead of
+/// failing. A refusal with none of ours open cannot be waited out.
+#[derive(Debug)]
+pub struct Slots {
+    state: Mutex<SlotState>,
+    freed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    open: usize,
+    /// What sshd allowed when it refused: at most this many at once from now on.
+    limit: Option<usize>,
+}
+
+/// One session channel counted in [`Slots`]; freed on drop.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = self.slots.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.open = st.open.saturating_sub(1);
+        drop(st);
+        self.slots.freed.send_modify(|n| *n += 1);
+    }
+}
+
+/// What [`Slots::refused`] concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Others of ours are open (this many): wait for one to close, then retry.
+    Wait { open: usize },
+    /// None of ours is open: sshd allows no session at all.
+    Never,
+}
+
+impl Slots {
+    pub fn new() -> Arc<Slots> {
+        Arc::new(Slots {
+            state: Mutex::new(SlotState::default()),
+            freed: watch::channel(0).0,
+        })
+    }
+
+    /// The limit sshd showed, if it refused a session yet.
+    pub fn limit(&self) -> Option<usize> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).limit
+    }
+
+    /// Whether an open now would exceed the limit sshd showed.
+    pub fn full(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.limit.is_some_and(|l| st.open >= l)
+    }
+
+    /// Reserve a slot when the learnt limit allows one now.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.limit.is_some_and(|l| st.open >= l) {
+            return None;
+        }
+        st.open += 1;
+        Some(Slot { slots: self.clone() })
+    }
+
+    /// Reserve a slot, waiting while the learnt limit is reached.
+    pub async fn take(self: &Arc<Self>) -> Slot {
+        loop {
+            let mut freed = self.freed.subscribe();
+            if let Some(slot) = self.try_take() {
+                return slot;
+            }
+            // A slot freed after `subscribe` wakes us at once; the timeout covers a
+            // limit learnt too low (sshd counts a channel we closed a moment longer).
+            let _ = tokio::time::timeout(Duration::from_secs(1), freed.changed()).await;
+        }
+    }
+
+    /// sshd refused the channel `slot` was reserved for: learn from it.
+    pub fn refused(&self, slot: Slot) -> Refusal {
+        let open = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let others = st.open.saturating_sub(1);
+            if others > 0 {
+                st.limit = Some(st.limit.map_or(others, |l| l.min(others)));
+            }
+            others
+        };
+        drop(slot);
+        if open == 0 {
+            Refusal::Never
+        } else {
+            Refusal::Wait { open }
+        }
+    }
+
+    /// Wait until a slot of ours is freed, or a moment (see [`Slots::take`]).
+    pub async fn wait_freed(&self, since: &mut watch::Receiver<u64>) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), since.changed()).await;
+    }
+
+    /// A receiver of "a slot was freed", to subscribe before an attempt.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.freed.subscribe()
     }
 }

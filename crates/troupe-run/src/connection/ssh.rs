@@ -32,6 +32,7 @@ use troupe_dsl::model::{ConnSettings, Host};
 
 /// Channels open at once on one connection, besides the control shell's. OpenSSH's
 /// default `MaxSessions` is 10; stay under it so a busy host never refuses a channel.
+/// A host with a lower limit is learnt from its refusal (see `session::Slots`).
 const MAX_CHANNELS: usize = 7;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A command's timeout when neither the task (`timeout=`) nor the inventory
@@ -333,16 +334,17 @@ impl SshConnection {
         .await
         .ok_or_else(timed_out)??;
         let sent = format!("echo {PID_MARK}$$ >&2 && exec sh -c {}", shell::quote(&line));
-        let mut channel = until(deadline, async {
-            let channel = self.session.channel().await.map_err(|e| self.lost(e))?;
+        let channel = until(deadline, async {
+            let (channel, slot) = self.open_channel().await?;
             channel
                 .exec(true, sent.into_bytes())
                 .await
                 .map_err(|e| self.lost(e))?;
-            Ok::<_, ConnError>(channel)
+            Ok::<_, ConnError>((channel, slot))
         })
         .await
         .ok_or_else(timed_out)??;
+        let (mut channel, _slot) = channel;
         // Feed stdin from its own task while we read: a command echoing a large input
         // would otherwise block on a full window while we block on writing.
         let mut writer = channel.make_writer();
@@ -573,6 +575,52 @@ impl SshConnection {
         }))
     }
 
+    /// Open a session channel, waiting for a free one when sshd refuses another
+    /// (its `MaxSessions`) while others of ours are open. When the control shell holds
+    /// the only session sshd allows, it is closed for good: commands then take the
+    /// single session in turn, troupe's own operations included.
+    async fn open_channel(
+        &self,
+    ) -> Result<(russh::Channel<russh::client::Msg>, super::session::Slot), ConnError> {
+        use super::session::{ChannelError, Refusal};
+        /// Retries of a refusal with none of ours open (see below): 1.5 s in all.
+        const NEVER_RETRIES: u32 = 5;
+        let mut never = 0;
+        loop {
+            let mut freed = self.session.slots().subscribe();
+            match self.session.channel().await {
+                Ok(opened) => return Ok(opened),
+                Err(ChannelError::Ssh(e)) => return Err(self.lost(e)),
+                // sshd frees a closed channel's session only when it has processed
+                // the close, after ours is counted free: a refusal just after one of
+                // ours closed is retried a few times before it is believed.
+                Err(ChannelError::Refused(Refusal::Never)) => {
+                    never += 1;
+                    if never > NEVER_RETRIES {
+                        return Err(ConnError::MaxSessions {
+                            host: self.host.clone(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100 * never as u64)).await;
+                }
+                Err(ChannelError::Refused(Refusal::Wait { .. })) => {
+                    if self.session.slots().limit() == Some(1) {
+                        let mut control = self.control.lock().await;
+                        if let Control::Running(shell) = std::mem::replace(&mut *control, Control::Off) {
+                            tracing::debug!(
+                                "{}: sshd allows one session; closing the control shell",
+                                self.host
+                            );
+                            shell.close().await;
+                        }
+                        *control = Control::Off;
+                    }
+                    self.session.slots().wait_freed(&mut freed).await;
+                }
+            }
+        }
+    }
+
     fn is_interrupted(&self) -> bool {
         self.interrupted.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -589,7 +637,7 @@ impl SshConnection {
             pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
         );
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut channel = self.session.channel().await.ok()?;
+            let (mut channel, _slot) = self.session.channel().await.ok()?;
             channel.exec(true, line.into_bytes()).await.ok()?;
             channel.eof().await.ok()?;
             while channel.wait().await.is_some() {}
