@@ -589,7 +589,9 @@ async fn removal_keeps_quorum_and_an_unhealthy_member_blocks_changes() {
         .await
         .unwrap_err();
     // The fix is in the diagnostic's help, whatever shape the error has.
-    let help = miette::Diagnostic::help(&err).map(|h| h.to_string()).unwrap_or_default();
+    let help = miette::Diagnostic::help(&err)
+        .map(|h| h.to_string())
+        .unwrap_or_default();
     assert!(
         err.to_string()
             .contains("is not a started member of this cluster"),
