@@ -226,8 +226,10 @@ pub(crate) fn describe_json(v: &Value) -> String {
     }
 }
 
-/// Whether any string in a literal value (or a map key) holds a NUL byte.
-fn holds_nul(v: &Value) -> bool {
+/// Whether any string in a value (or a map key) holds a NUL byte: no such string can
+/// reach a host (sshd drops the connection, a shell drops the byte). The checker asks it
+/// of literal arguments, the executor of rendered ones.
+pub fn holds_nul(v: &Value) -> bool {
     match v {
         Value::String(s) => s.contains('\0'),
         Value::Array(items) => items.iter().any(holds_nul),

@@ -21,6 +21,7 @@
 
 mod args;
 mod decode;
+pub use args::holds_nul;
 mod duration;
 pub mod errors;
 mod inventory;

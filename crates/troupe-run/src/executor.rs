@@ -621,16 +621,6 @@ async fn run_items(env: &Env, inp: &TaskInput<'_>) -> (Vec<ItemResult>, Option<S
     (results, delegate)
 }
 
-/// Whether any string in a rendered argument (or a map key) holds a NUL byte.
-fn holds_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
-        _ => false,
-    }
-}
-
 fn show_item(item: &Value) -> String {
     let text = match item {
         Value::String(s) => s.clone(),
@@ -656,7 +646,7 @@ async fn run_item(
     let mut args = Map::with_capacity(task.args.len());
     for (name, arg) in &task.args {
         match renderer.render_value(&arg.value, ctx) {
-            Ok(v) if holds_nul(&v) => {
+            Ok(v) if troupe_dsl::holds_nul(&v) => {
                 let e = TaskError::NulByte { arg: name.clone() };
                 let mut info = ErrorInfo::from_diagnostic(&e, &env.masker);
                 info.message = format!("{} ({})", info.message, arg.loc);
