@@ -163,6 +163,49 @@ fn flag_value(
     }
 }
 
+/// Options of the benchmarks that run one scenario on a lab of their own
+/// (`--etcd`, `--output-memory`): how many runs, which troupe, keep the lab, where
+/// the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LabBenchOptions {
+    runs: usize,
+    troupe: Option<PathBuf>,
+    keep_lab: bool,
+    out: Option<PathBuf>,
+}
+
+/// Parse [`LabBenchOptions`] for `bench MODE_FLAG` (the flag itself is accepted and
+/// ignored); `usage` is printed for `--help` and after an unknown option.
+fn parse_lab_bench_options(args: &[String], mode_flag: &str, usage: &str) -> Result<LabBenchOptions> {
+    let mut o = LabBenchOptions {
+        runs: 3,
+        troupe: None,
+        keep_lab: false,
+        out: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = split_flag(a);
+        let mut value = || flag_value(flag, &inline, &mut it);
+        match flag {
+            f if f == mode_flag => {}
+            "--runs" => o.runs = value()?.parse().context("--runs: not a number")?,
+            "--troupe" => o.troupe = Some(PathBuf::from(value()?)),
+            "--keep-lab" => o.keep_lab = true,
+            "--out" => o.out = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other:?} for `bench {mode_flag}`\n\n{usage}"),
+        }
+    }
+    if o.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    Ok(o)
+}
+
 fn parse_options(args: &[String]) -> Result<Options> {
     let mut o = Options {
         hosts: vec![1, 10, 50],

@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,8 @@ use anyhow::{Context, Result, bail};
 use xtask::lab::{self, LabInfo};
 
 use super::{
-    Mode, Options, Sample, Tool, check_report_text, flag_value, hostname, loadavg, machine, measured, median,
-    openssh_version, rel, secs, split_flag, today, troupe_binary, troupe_rev, work_dir, write,
+    LabBenchOptions, Mode, Options, Sample, Tool, check_report_text, hostname, loadavg, machine, measured,
+    median, openssh_version, rel, secs, today, troupe_binary, troupe_rev, work_dir, write,
 };
 
 const LAB_NAME: &str = "bench-etcd";
@@ -54,42 +54,8 @@ options:
   --keep-lab        leave the last lab (\"bench-etcd\") running afterwards
   --out FILE        write the results here instead of bench/results/DATE-HOST-etcd-expand.md";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct EtcdOptions {
-    runs: usize,
-    troupe: Option<PathBuf>,
-    keep_lab: bool,
-    out: Option<PathBuf>,
-}
-
-fn parse_options(args: &[String]) -> Result<EtcdOptions> {
-    let mut o = EtcdOptions {
-        runs: 3,
-        troupe: None,
-        keep_lab: false,
-        out: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = split_flag(a);
-        let mut value = || flag_value(flag, &inline, &mut it);
-        match flag {
-            "--etcd" => {}
-            "--runs" => o.runs = value()?.parse().context("--runs: not a number")?,
-            "--troupe" => o.troupe = Some(PathBuf::from(value()?)),
-            "--keep-lab" => o.keep_lab = true,
-            "--out" => o.out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other:?} for `bench --etcd`\n\n{USAGE}"),
-        }
-    }
-    if o.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    Ok(o)
+fn parse_options(args: &[String]) -> Result<LabBenchOptions> {
+    super::parse_lab_bench_options(args, "--etcd", USAGE)
 }
 
 /// `playbooks/inventories/lab.kdl`, pointed at `lab` instead of the demo's lab
@@ -218,7 +184,12 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64())
 }
 
-fn report(opts: &EtcdOptions, troupe: &Path, samples: &[EtcdSample], elapsed: Duration) -> Result<String> {
+fn report(
+    opts: &LabBenchOptions,
+    troupe: &Path,
+    samples: &[EtcdSample],
+    elapsed: Duration,
+) -> Result<String> {
     let mut md = String::new();
     let _ = writeln!(
         md,

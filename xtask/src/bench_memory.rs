@@ -12,14 +12,13 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use xtask::lab;
 
 use super::{
-    Options, flag_value, hostname, machine, measured, median, rel, secs, split_flag, today, troupe_binary,
+    LabBenchOptions, Options, hostname, machine, measured, median, rel, secs, today, troupe_binary,
     troupe_rev, work_dir, write,
 };
 
@@ -40,42 +39,8 @@ options:
   --keep-lab        leave the lab (\"bench-memory\") running afterwards
   --out FILE        write the results here instead of bench/results/DATE-HOST-output-memory.md";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MemoryOptions {
-    runs: usize,
-    troupe: Option<PathBuf>,
-    keep_lab: bool,
-    out: Option<PathBuf>,
-}
-
-fn parse_options(args: &[String]) -> Result<MemoryOptions> {
-    let mut o = MemoryOptions {
-        runs: 3,
-        troupe: None,
-        keep_lab: false,
-        out: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = split_flag(a);
-        let mut value = || flag_value(flag, &inline, &mut it);
-        match flag {
-            "--output-memory" => {}
-            "--runs" => o.runs = value()?.parse().context("--runs: not a number")?,
-            "--troupe" => o.troupe = Some(PathBuf::from(value()?)),
-            "--keep-lab" => o.keep_lab = true,
-            "--out" => o.out = Some(PathBuf::from(value()?)),
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown option {other:?}\n\n{USAGE}"),
-        }
-    }
-    if o.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    Ok(o)
+fn parse_options(args: &[String]) -> Result<LabBenchOptions> {
+    super::parse_lab_bench_options(args, "--output-memory", USAGE)
 }
 
 /// What `seq 1 N` prints, in bytes.
