@@ -3,10 +3,9 @@
 //! line SSH would send, and stat/atomic write use the same [`super::shell`] snippets,
 //! so a playbook behaves the same whichever transport runs it.
 
-use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,23 +19,8 @@ pub struct LocalConnection {
     command_timeout: Option<Duration>,
     /// Process groups of the commands running now (each command leads its own), for
     /// [`Connection::interrupt`].
-    running: Arc<Mutex<HashSet<u32>>>,
+    running: super::RunningPids,
     interrupted: Arc<AtomicBool>,
-}
-
-/// A running command's process group in [`LocalConnection::running`] while it runs.
-struct Running {
-    pids: Arc<Mutex<HashSet<u32>>>,
-    pid: u32,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.pids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.pid);
-    }
 }
 
 impl LocalConnection {
@@ -73,13 +57,7 @@ impl LocalConnection {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(ConnError::Interrupted {
                 host: self.host.clone(),
-                command: line
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(160)
-                    .collect(),
+                command: super::command_summary(line),
             });
         }
         // A process group of its own, so that an interrupt reaches what it starts.
@@ -93,13 +71,9 @@ impl LocalConnection {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| self.io(format!("cannot start sh: {e}")))?;
-        let _running = child.id().map(|pid| {
-            self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
-            Running {
-                pids: self.running.clone(),
-                pid,
-            }
-        });
+        let _running = child
+            .id()
+            .map(|pid| super::RunningPid::register(&self.running, pid));
         let mut pipe = child.stdin.take();
         let feeder = tokio::spawn(async move {
             if let (Some(p), Some(data)) = (pipe.as_mut(), stdin) {

@@ -490,3 +490,43 @@ mod tests {
         assert!(all.is_empty() && none == Dropped::default());
     }
 }
+
+/// The running commands' pids (process groups) of a connection, for an interrupt to
+/// signal: [`RunningPid::register`] adds one for as long as the guard lives.
+pub(crate) type RunningPids = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+
+/// A running command's pid in its connection's [`RunningPids`], removed when the
+/// command's future ends or is dropped.
+pub(crate) struct RunningPid {
+    pids: RunningPids,
+    pid: u32,
+}
+
+impl RunningPid {
+    pub(crate) fn register(pids: &RunningPids, pid: u32) -> RunningPid {
+        pids.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
+        RunningPid {
+            pids: pids.clone(),
+            pid,
+        }
+    }
+}
+
+impl Drop for RunningPid {
+    fn drop(&mut self) {
+        self.pids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.pid);
+    }
+}
+
+/// A command line as errors name it: its first line, at most 160 characters.
+pub(crate) fn command_summary(line: &str) -> String {
+    line.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(160)
+        .collect()
+}

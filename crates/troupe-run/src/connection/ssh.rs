@@ -194,25 +194,9 @@ pub struct SshConnection {
     control: tokio::sync::Mutex<Control>,
     /// Host pids (= process groups) of the session commands running now, for
     /// [`Connection::interrupt`].
-    running: Arc<Mutex<std::collections::HashSet<u32>>>,
+    running: super::RunningPids,
     /// Set by [`Connection::interrupt`]: no new session command starts.
     interrupted: std::sync::atomic::AtomicBool,
-}
-
-/// A running command's pid in [`SshConnection::running`], removed when the command's
-/// future ends or is dropped.
-struct Running {
-    pids: Arc<Mutex<std::collections::HashSet<u32>>>,
-    pid: u32,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.pids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.pid);
-    }
 }
 
 /// The connection's control shell (see [`super::control`]), started on first use.
@@ -313,13 +297,7 @@ impl SshConnection {
         if self.is_interrupted() {
             return Err(ConnError::Interrupted {
                 host: self.host.clone(),
-                command: line
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(160)
-                    .collect(),
+                command: super::command_summary(&line),
             });
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -398,11 +376,7 @@ impl SshConnection {
                                 pid_pending = false;
                                 stderr.push(&std::mem::take(&mut head));
                                 pid = Some(p);
-                                self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(p);
-                                _running = Some(Running {
-                                    pids: self.running.clone(),
-                                    pid: p,
-                                });
+                                _running = Some(super::RunningPid::register(&self.running, p));
                                 // Interrupted while this command was starting.
                                 if self.is_interrupted() {
                                     self.kill_remote(p).await;
@@ -561,14 +535,7 @@ impl SshConnection {
                 ControlError::Timeout => ConnError::Timeout {
                     host: self.host.clone(),
                     after: timeout.unwrap_or_default(),
-                    command: cmd
-                        .to_shell_line()
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(160)
-                        .collect(),
+                    command: super::command_summary(&cmd.to_shell_line()),
                 },
                 ControlError::Broken(detail) => self.lost(detail),
             }
