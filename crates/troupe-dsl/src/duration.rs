@@ -47,9 +47,50 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(total)
 }
 
+/// The shortest spelling [`parse_duration`] reads back as `d`, largest unit first:
+/// `"30s"`, `"1m30s"`, `"30d"`, `"0s"`. Used to show typed defaults in the docs.
+pub fn format_duration(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_durations_read_back() {
+        for (ms, text) in [
+            (0, "0s"),
+            (500, "500ms"),
+            (30_000, "30s"),
+            (90_000, "1m30s"),
+            (60_000, "1m"),
+            (30 * 86_400_000, "30d"),
+            (93_600_000, "1d2h"),
+            (1_250, "1s250ms"),
+        ] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Some(d), "{text}");
+        }
+    }
 
     #[test]
     fn spellings() {

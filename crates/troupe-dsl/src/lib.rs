@@ -37,7 +37,7 @@ pub use duration::parse_duration;
 pub use errors::{DslError, Invalid};
 pub use model::*;
 pub use pattern::PatternError;
-pub use registry::{ArgKind, ArgSpec, ModuleSpec};
+pub use registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 /// How playbooks find what they refer to.
 #[derive(Debug, Clone, Default)]

@@ -3,6 +3,8 @@
 //! crate can validate arguments (names, types, required) with no dependency on how a
 //! module works; the same specs generate `docs/modules.md`.
 
+use std::time::Duration;
+
 /// A task module as the language sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleSpec {
@@ -37,8 +39,10 @@ pub struct ArgSpec {
     pub required: bool,
     /// May be given as the first positional value of the module node.
     pub positional: bool,
-    /// Shown in the docs; the module applies it.
-    pub default: Option<&'static str>,
+    /// The value used when the argument is not given, typed like the argument. It is
+    /// written only here: the module reads it through its argument reader and the
+    /// reference (`docs/modules.md`) renders it, so the two cannot disagree.
+    pub default: Option<ArgDefault>,
     pub doc: &'static str,
     /// A path on the host that the module's check stats. The scheduler stats every
     /// such path of a play's tasks in one batched round trip per host before the play,
@@ -59,6 +63,39 @@ impl ArgSpec {
             default: None,
             doc,
             stat: false,
+        }
+    }
+}
+
+/// A typed default value (see [`ArgSpec::default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgDefault {
+    Bool(bool),
+    Int(u64),
+    /// The value of a `String`, `Path` or `Enum` argument.
+    Str(&'static str),
+    Duration(Duration),
+}
+
+impl ArgDefault {
+    /// The default as it would be written in a playbook: `#false`, `5`, `"ca"`, `"30s"`.
+    pub fn render(&self) -> String {
+        match self {
+            ArgDefault::Bool(b) => format!("#{b}"),
+            ArgDefault::Int(n) => n.to_string(),
+            ArgDefault::Str(s) => format!("{s:?}"),
+            ArgDefault::Duration(d) => format!("\"{}\"", crate::duration::format_duration(*d)),
+        }
+    }
+
+    /// Whether this default is a value of `kind` (an enum default is one of its words).
+    pub fn fits(&self, kind: ArgKind) -> bool {
+        match (self, kind) {
+            (ArgDefault::Bool(_), ArgKind::Bool) | (ArgDefault::Int(_), ArgKind::Int) => true,
+            (ArgDefault::Duration(_), ArgKind::Duration) => true,
+            (ArgDefault::Str(_), ArgKind::String | ArgKind::Path) => true,
+            (ArgDefault::Str(s), ArgKind::Enum(words)) => words.contains(s),
+            _ => false,
         }
     }
 }

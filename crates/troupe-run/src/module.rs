@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use troupe_dsl::registry::ModuleSpec;
 
 use crate::connection::{ConnError, Connection};
+use crate::modules::args::Reader;
 
 /// Rendered module arguments (templates already expanded for this host and item).
 pub type Args = serde_json::Map<String, serde_json::Value>;
@@ -262,6 +263,28 @@ impl TaskError {
 
 /// A task module with typed request and plan. Implement this; the registry stores it
 /// type-erased as [`DynModule`].
+///
+/// The shape of a module file (`modules/file.rs` is a small complete one):
+///
+/// - A `static SPEC: ModuleSpec` declares every argument once: name, [`ArgKind`], doc,
+///   and, when the module has one, its typed default
+///   (`default: Some(ArgDefault::Bool(false))`). The checker validates playbooks
+///   against it and `cargo xtask codegen` renders it into `docs/modules.md`, defaults
+///   included, so the spec is the only place an argument is described.
+/// - An enum argument with a Rust enum implements [`Choice`] and declares
+///   `ArgKind::Enum(T::NAMES)`; `decode` reads it with `args.choice::<T>("name")`.
+/// - [`Module::decode`] reads through the [`Reader`] it is given: `args.bool("backup")`
+///   is the value given or the spec's default; `opt_*` readers give `None` when the
+///   argument is absent; `args.str("dest")` without a default is a required argument.
+///   Never write a default as a literal in `decode` (`unwrap_or(false)`): it would be a
+///   second copy that the docs do not show.
+/// - A default that only applies after another source had its say (a cfssl CSR file
+///   gives the key type unless `key-type=` does) stays `opt_*` in `decode`, and the
+///   spec and the code that falls back share one named constant
+///   (`default: Some(ArgDefault::Duration(DEFAULT_EXPIRY))`).
+///
+/// [`ArgKind`]: troupe_dsl::registry::ArgKind
+/// [`Choice`]: crate::modules::args::Choice
 #[async_trait]
 pub trait Module: Send + Sync + 'static {
     type Spec: Send + Sync + 'static;
@@ -269,8 +292,9 @@ pub trait Module: Send + Sync + 'static {
 
     fn spec(&self) -> &'static ModuleSpec;
 
-    /// Turn rendered arguments into the typed request, rejecting bad values.
-    fn decode(&self, args: &Args) -> Result<Self::Spec, TaskError>;
+    /// Turn rendered arguments into the typed request, rejecting bad values. `args`
+    /// reads against [`Module::spec`], so absent arguments read as their defaults.
+    fn decode(&self, args: &Reader<'_>) -> Result<Self::Spec, TaskError>;
 
     /// Read the host (never change it) and say what would change.
     async fn check(&self, spec: &Self::Spec, cx: &TaskCx<'_>) -> Result<Check<Self::Plan>, TaskError>;
@@ -308,7 +332,7 @@ impl<M: Module> DynModule for M {
     }
 
     async fn check(&self, args: &Args, cx: &TaskCx<'_>) -> Result<DynCheck, TaskError> {
-        let spec = self.decode(args)?;
+        let spec = self.decode(&Reader::new(Module::spec(self), args))?;
         match Module::check(self, &spec, cx).await? {
             Check::Unchanged(outcome) => Ok(DynCheck::Unchanged(outcome)),
             Check::Change(change) => Ok(DynCheck::Change(DynChange {

@@ -2,14 +2,260 @@
 //! literal values against each module's `ArgSpec`; these run again after templates
 //! were expanded, so a `{{ }}` that produced the wrong type is still caught, with the
 //! argument's name in the message.
+//!
+//! A module's `decode` gets a [`Reader`]: the arguments together with the module's
+//! spec, so an argument that is not given reads as the spec's typed default
+//! (`ArgSpec::default`), which is also what `docs/modules.md` shows. A default is
+//! written once, in the spec, never as a literal in `decode`.
 
 use std::time::Duration;
 
 use serde_json::Value;
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use crate::module::{Args, TaskError};
 
-pub fn opt_str(args: &Args, name: &str) -> Result<Option<String>, TaskError> {
+/// A Rust enum standing for an `ArgKind::Enum` argument (`file`'s `state`). The spec
+/// declares `ArgKind::Enum(T::NAMES)`, so the words are listed once.
+pub trait Choice: Sized {
+    /// The words, as the spec's `ArgKind::Enum` lists them.
+    const NAMES: &'static [&'static str];
+    /// The value for one of [`Self::NAMES`].
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+/// Declares a Rust enum for an `ArgKind::Enum` argument, each variant with its word,
+/// and implements [`Choice`] and `name()` for it, so the words are written once:
+///
+/// ```ignore
+/// choice! {
+///     /// What `state=` asks the path to be.
+///     pub enum State { Directory = "directory", File = "file" }
+/// }
+/// ```
+macro_rules! choice {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $word:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The word a playbook writes for this value.
+            #[allow(dead_code, reason = "not every enum argument is shown back to the user")]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
+        }
+
+        impl $crate::modules::args::Choice for $name {
+            const NAMES: &'static [&'static str] = &[$($word),+];
+            fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($word => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(crate) use choice;
+
+/// The rendered arguments of one task, read against the module's spec.
+///
+/// `opt_*` methods give `None` for an argument that is not given; the others
+/// (`str`, `bool`, `u64`, `duration`, `word`, `choice`) fall back to the spec's
+/// default, and `str` without a default is a required argument.
+pub struct Reader<'a> {
+    spec: &'static ModuleSpec,
+    args: &'a Args,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(spec: &'static ModuleSpec, args: &'a Args) -> Self {
+        Reader { spec, args }
+    }
+
+    /// The raw arguments, for modules that pass some through untyped (`debug var=`).
+    pub fn args(&self) -> &'a Args {
+        self.args
+    }
+
+    /// The declaration of `name`; reading an argument the module does not declare is
+    /// a bug in the module, caught by its first test.
+    #[track_caller]
+    fn decl(&self, name: &str) -> &'static ArgSpec {
+        self.spec
+            .arg(name)
+            .unwrap_or_else(|| panic!("module `{}` reads undeclared argument `{name}`", self.spec.name))
+    }
+
+    /// The declared default of `name`; a reader that needs one where the spec has none
+    /// is a bug in the module.
+    #[track_caller]
+    fn default(&self, name: &str) -> ArgDefault {
+        self.decl(name)
+            .default
+            .unwrap_or_else(|| panic!("module `{}`: argument `{name}` has no default", self.spec.name))
+    }
+
+    #[track_caller]
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, TaskError> {
+        self.decl(name);
+        opt_str(self.args, name)
+    }
+
+    /// The string given, else the default, else "is required".
+    #[track_caller]
+    pub fn str(&self, name: &str) -> Result<String, TaskError> {
+        if let Some(s) = self.opt_str(name)? {
+            return Ok(s);
+        }
+        match self.decl(name).default {
+            Some(ArgDefault::Str(s)) => Ok(s.to_string()),
+            None => Err(TaskError::bad_arg(name, "is required")),
+            Some(other) => panic!(
+                "module `{}`: `{name}` has a non-string default {other:?}",
+                self.spec.name
+            ),
+        }
+    }
+
+    #[track_caller]
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, TaskError> {
+        self.decl(name);
+        opt_bool(self.args, name)
+    }
+
+    #[track_caller]
+    pub fn bool(&self, name: &str) -> Result<bool, TaskError> {
+        match (self.opt_bool(name)?, self.default(name)) {
+            (Some(b), _) | (None, ArgDefault::Bool(b)) => Ok(b),
+            (None, other) => panic!(
+                "module `{}`: `{name}` has a non-bool default {other:?}",
+                self.spec.name
+            ),
+        }
+    }
+
+    #[track_caller]
+    pub fn opt_u64(&self, name: &str) -> Result<Option<u64>, TaskError> {
+        self.decl(name);
+        opt_u64(self.args, name)
+    }
+
+    #[track_caller]
+    pub fn u64(&self, name: &str) -> Result<u64, TaskError> {
+        match (self.opt_u64(name)?, self.default(name)) {
+            (Some(n), _) | (None, ArgDefault::Int(n)) => Ok(n),
+            (None, other) => panic!(
+                "module `{}`: `{name}` has a non-integer default {other:?}",
+                self.spec.name
+            ),
+        }
+    }
+
+    #[track_caller]
+    pub fn opt_mode(&self, name: &str) -> Result<Option<u32>, TaskError> {
+        self.decl(name);
+        opt_mode(self.args, name)
+    }
+
+    #[track_caller]
+    pub fn opt_duration(&self, name: &str) -> Result<Option<Duration>, TaskError> {
+        self.decl(name);
+        opt_duration(self.args, name)
+    }
+
+    #[track_caller]
+    pub fn duration(&self, name: &str) -> Result<Duration, TaskError> {
+        match (self.opt_duration(name)?, self.default(name)) {
+            (Some(d), _) | (None, ArgDefault::Duration(d)) => Ok(d),
+            (None, other) => panic!(
+                "module `{}`: `{name}` has a non-duration default {other:?}",
+                self.spec.name
+            ),
+        }
+    }
+
+    #[track_caller]
+    pub fn opt_str_list(&self, name: &str) -> Result<Option<Vec<String>>, TaskError> {
+        self.decl(name);
+        opt_str_list(self.args, name)
+    }
+
+    #[track_caller]
+    pub fn str_map(&self, name: &str) -> Result<Vec<(String, String)>, TaskError> {
+        self.decl(name);
+        opt_str_map(self.args, name)
+    }
+
+    /// One of the words of an `ArgKind::Enum` argument, given or the default.
+    #[track_caller]
+    pub fn word(&self, name: &str) -> Result<&'static str, TaskError> {
+        Ok(self.opt_word(name)?.unwrap_or_else(|| match self.default(name) {
+            ArgDefault::Str(s) => s,
+            other => panic!(
+                "module `{}`: `{name}` has a non-string default {other:?}",
+                self.spec.name
+            ),
+        }))
+    }
+
+    /// One of the words of an `ArgKind::Enum` argument, `None` when not given.
+    #[track_caller]
+    pub fn opt_word(&self, name: &str) -> Result<Option<&'static str>, TaskError> {
+        let ArgKind::Enum(words) = self.decl(name).kind else {
+            panic!("module `{}`: `{name}` is not an enum argument", self.spec.name)
+        };
+        match opt_str(self.args, name)? {
+            None => Ok(None),
+            Some(value) => words
+                .iter()
+                .copied()
+                .find(|w| *w == value)
+                .map(Some)
+                .ok_or_else(|| {
+                    TaskError::bad_arg(
+                        name,
+                        format!("expected one of {}, got {value:?}", words.join(", ")),
+                    )
+                }),
+        }
+    }
+
+    /// An `ArgKind::Enum` argument as its Rust enum, given or the default.
+    #[track_caller]
+    pub fn choice<T: Choice>(&self, name: &str) -> Result<T, TaskError> {
+        let word = self.word(name)?;
+        Ok(T::from_name(word).unwrap_or_else(|| {
+            panic!(
+                "module `{}`: `{name}` word {word:?} is not in its enum",
+                self.spec.name
+            )
+        }))
+    }
+
+    /// An `ArgKind::Enum` argument as its Rust enum, `None` when not given.
+    #[track_caller]
+    pub fn opt_choice<T: Choice>(&self, name: &str) -> Result<Option<T>, TaskError> {
+        Ok(self.opt_word(name)?.map(|word| {
+            T::from_name(word).unwrap_or_else(|| {
+                panic!(
+                    "module `{}`: `{name}` word {word:?} is not in its enum",
+                    self.spec.name
+                )
+            })
+        }))
+    }
+}
+
+fn opt_str(args: &Args, name: &str) -> Result<Option<String>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -22,11 +268,7 @@ pub fn opt_str(args: &Args, name: &str) -> Result<Option<String>, TaskError> {
     }
 }
 
-pub fn req_str(args: &Args, name: &str) -> Result<String, TaskError> {
-    opt_str(args, name)?.ok_or_else(|| TaskError::bad_arg(name, "is required"))
-}
-
-pub fn opt_bool(args: &Args, name: &str) -> Result<Option<bool>, TaskError> {
+fn opt_bool(args: &Args, name: &str) -> Result<Option<bool>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -45,11 +287,7 @@ pub fn opt_bool(args: &Args, name: &str) -> Result<Option<bool>, TaskError> {
     }
 }
 
-pub fn bool_or(args: &Args, name: &str, default: bool) -> Result<bool, TaskError> {
-    Ok(opt_bool(args, name)?.unwrap_or(default))
-}
-
-pub fn opt_u64(args: &Args, name: &str) -> Result<Option<u64>, TaskError> {
+fn opt_u64(args: &Args, name: &str) -> Result<Option<u64>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -70,7 +308,7 @@ pub fn opt_u64(args: &Args, name: &str) -> Result<Option<u64>, TaskError> {
 
 /// A file mode: an integer as written in KDL (`0o644` arrives as 420) or an octal
 /// string (`"0644"`, `"644"`).
-pub fn opt_mode(args: &Args, name: &str) -> Result<Option<u32>, TaskError> {
+fn opt_mode(args: &Args, name: &str) -> Result<Option<u32>, TaskError> {
     let mode = match args.get(name) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n
@@ -99,7 +337,7 @@ pub fn opt_mode(args: &Args, name: &str) -> Result<Option<u32>, TaskError> {
     Ok(Some(mode as u32))
 }
 
-pub fn opt_duration(args: &Args, name: &str) -> Result<Option<Duration>, TaskError> {
+fn opt_duration(args: &Args, name: &str) -> Result<Option<Duration>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -130,7 +368,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// A list of strings; a single string is a one-element list.
-pub fn opt_str_list(args: &Args, name: &str) -> Result<Option<Vec<String>>, TaskError> {
+fn opt_str_list(args: &Args, name: &str) -> Result<Option<Vec<String>>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
@@ -155,7 +393,7 @@ pub fn opt_str_list(args: &Args, name: &str) -> Result<Option<Vec<String>>, Task
 }
 
 /// A map of strings (`env { FOO "bar" }`), in the order written.
-pub fn opt_str_map(args: &Args, name: &str) -> Result<Vec<(String, String)>, TaskError> {
+fn opt_str_map(args: &Args, name: &str) -> Result<Vec<(String, String)>, TaskError> {
     match args.get(name) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(map)) => map
@@ -179,18 +417,6 @@ pub fn opt_str_map(args: &Args, name: &str) -> Result<Vec<(String, String)>, Tas
             name,
             format!("expected a map, got {}", kind(other)),
         )),
-    }
-}
-
-pub fn enum_or(args: &Args, name: &str, allowed: &[&str], default: &str) -> Result<String, TaskError> {
-    let value = opt_str(args, name)?.unwrap_or_else(|| default.to_string());
-    if allowed.contains(&value.as_str()) {
-        Ok(value)
-    } else {
-        Err(TaskError::bad_arg(
-            name,
-            format!("expected one of {}, got {value:?}", allowed.join(", ")),
-        ))
     }
 }
 

@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use serde_json::json;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::{self, Reader};
 use crate::connection::{Cmd, CmdProgram};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Command;
 
@@ -93,14 +93,14 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    pub(crate) fn decode_guards(program: CmdProgram, a: &Args) -> Result<Self, TaskError> {
+    pub(crate) fn decode_guards(program: CmdProgram, a: &Reader<'_>) -> Result<Self, TaskError> {
         Ok(RunSpec {
             program,
-            creates: args::opt_str(a, "creates")?,
-            removes: args::opt_str(a, "removes")?,
-            chdir: args::opt_str(a, "chdir")?,
+            creates: a.opt_str("creates")?,
+            removes: a.opt_str("removes")?,
+            chdir: a.opt_str("chdir")?,
             env: env_vars(a)?,
-            stdin: args::opt_str(a, "stdin")?,
+            stdin: a.opt_str("stdin")?,
         })
     }
 
@@ -114,8 +114,8 @@ impl RunSpec {
 
 /// `env {}`: names that a shell can `export` (the values reach the command through its
 /// stdin, never its command line: see `connection::shell::command_line`).
-fn env_vars(a: &Args) -> Result<Vec<(String, String)>, TaskError> {
-    let env = args::opt_str_map(a, "env")?;
+fn env_vars(a: &Reader<'_>) -> Result<Vec<(String, String)>, TaskError> {
+    let env = a.str_map("env")?;
     if let Some((bad, _)) = env
         .iter()
         .find(|(k, _)| !crate::connection::shell::is_env_name(k))
@@ -225,8 +225,8 @@ impl Module for Command {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<RunSpec, TaskError> {
-        let argv = match (args::opt_str(a, "cmd")?, args::opt_str_list(a, "argv")?) {
+    fn decode(&self, a: &Reader<'_>) -> Result<RunSpec, TaskError> {
+        let argv = match (a.opt_str("cmd")?, a.opt_str_list("argv")?) {
             (Some(line), None) => args::split_words(&line).map_err(|e| TaskError::bad_arg("cmd", e))?,
             (None, Some(argv)) => argv,
             (Some(_), Some(_)) => {

@@ -6,12 +6,12 @@
 use async_trait::async_trait;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::connection::shell::quote_argv;
 use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
-use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 
 pub struct Copy;
 
@@ -32,7 +32,7 @@ pub(crate) const DEST_ARGS: [ArgSpec; 4] = [
 ];
 
 pub(crate) const BACKUP_ARG: ArgSpec = ArgSpec {
-    default: Some("#false"),
+    default: Some(ArgDefault::Bool(false)),
     ..ArgSpec::new(
         "backup",
         ArgKind::Bool,
@@ -64,7 +64,7 @@ atomic (temporary file in the same directory, fsync, rename). With `--diff`, tex
         DEST_ARGS[3],
         BACKUP_ARG,
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "ca-key",
                 ArgKind::Bool,
@@ -91,17 +91,17 @@ pub struct DestSpec {
 }
 
 impl DestSpec {
-    pub(crate) fn decode(a: &Args) -> Result<Self, TaskError> {
-        let dest = args::req_str(a, "dest")?;
+    pub(crate) fn decode(a: &Reader<'_>) -> Result<Self, TaskError> {
+        let dest = a.str("dest")?;
         if dest.is_empty() || dest.ends_with('/') {
             return Err(TaskError::bad_arg("dest", "must be a file path, not a directory"));
         }
         Ok(DestSpec {
             dest,
-            mode: args::opt_mode(a, "mode")?,
-            owner: args::opt_str(a, "owner")?,
-            group: args::opt_str(a, "group")?,
-            backup: args::bool_or(a, "backup", false)?,
+            mode: a.opt_mode("mode")?,
+            owner: a.opt_str("owner")?,
+            group: a.opt_str("group")?,
+            backup: a.bool("backup")?,
         })
     }
 }
@@ -273,8 +273,8 @@ impl Module for Copy {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<CopySpec, TaskError> {
-        let source = match (args::opt_str(a, "src")?, args::opt_str(a, "content")?) {
+    fn decode(&self, a: &Reader<'_>) -> Result<CopySpec, TaskError> {
+        let source = match (a.opt_str("src")?, a.opt_str("content")?) {
             (Some(src), None) => Source::File(src),
             (None, Some(content)) => Source::Content(content),
             _ => {
@@ -287,7 +287,7 @@ impl Module for Copy {
         Ok(CopySpec {
             source,
             dest: DestSpec::decode(a)?,
-            ca_key: args::bool_or(a, "ca-key", false)?,
+            ca_key: a.bool("ca-key")?,
         })
     }
 

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use serde_json::json;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
-use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+use super::args::Reader;
+use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Debug;
 
@@ -48,8 +48,8 @@ impl Module for Debug {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<DebugSpec, TaskError> {
-        match (args::opt_str(a, "msg")?, args::opt_str(a, "var")?) {
+    fn decode(&self, a: &Reader<'_>) -> Result<DebugSpec, TaskError> {
+        match (a.opt_str("msg")?, a.opt_str("var")?) {
             (Some(m), None) => Ok(DebugSpec::Msg(m)),
             (None, Some(v)) => Ok(DebugSpec::Var(v)),
             _ => Err(TaskError::bad_arg("msg", "give exactly one of `msg` or `var`")),

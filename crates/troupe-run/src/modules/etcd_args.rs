@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use troupe_dsl::registry::{ArgKind, ArgSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::etcd::{Dialer, Etcd, Route, TlsPem};
-use crate::module::{Args, TaskCx, TaskError};
+use crate::module::{TaskCx, TaskError};
 
 pub const ENDPOINTS: ArgSpec = ArgSpec {
     required: true,
@@ -28,7 +28,7 @@ pub const CA: ArgSpec = ArgSpec::new(
 pub const CERT: ArgSpec = ArgSpec::new("cert", ArgKind::Path, "PEM client certificate presented to etcd.");
 pub const KEY: ArgSpec = ArgSpec::new("key", ArgKind::Path, "PEM private key of `cert`.");
 pub const TLS_FILES: ArgSpec = ArgSpec {
-    default: Some("\"controller\""),
+    default: Some(ArgDefault::Str("controller")),
     ..ArgSpec::new(
         "tls-files",
         ArgKind::Enum(&["controller", "host"]),
@@ -36,7 +36,7 @@ pub const TLS_FILES: ArgSpec = ArgSpec {
     )
 };
 pub const VIA: ArgSpec = ArgSpec {
-    default: Some("\"direct\""),
+    default: Some(ArgDefault::Str("direct")),
     ..ArgSpec::new(
         "via",
         ArgKind::Enum(&["direct", "ssh"]),
@@ -45,7 +45,7 @@ the task host's SSH connection (the endpoints are then as that host sees them)."
     )
 };
 pub const TIMEOUT: ArgSpec = ArgSpec {
-    default: Some("\"60s\""),
+    default: Some(ArgDefault::Duration(Duration::from_secs(60))),
     ..ArgSpec::new(
         "timeout",
         ArgKind::Duration,
@@ -64,8 +64,9 @@ pub struct EtcdConn {
 }
 
 impl EtcdConn {
-    pub fn decode(a: &Args) -> Result<EtcdConn, TaskError> {
-        let endpoints: Vec<String> = args::opt_str_list(a, "endpoints")?
+    pub fn decode(a: &Reader<'_>) -> Result<EtcdConn, TaskError> {
+        let endpoints: Vec<String> = a
+            .opt_str_list("endpoints")?
             .unwrap_or_default()
             .iter()
             .flat_map(|e| e.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>())
@@ -74,11 +75,7 @@ impl EtcdConn {
         if endpoints.is_empty() {
             return Err(TaskError::bad_arg("endpoints", "give at least one client URL"));
         }
-        let tls = match (
-            args::opt_str(a, "ca")?,
-            args::opt_str(a, "cert")?,
-            args::opt_str(a, "key")?,
-        ) {
+        let tls = match (a.opt_str("ca")?, a.opt_str("cert")?, a.opt_str("key")?) {
             (Some(ca), Some(cert), Some(key)) => Some((ca, cert, key)),
             (None, None, None) => None,
             _ => {
@@ -97,8 +94,8 @@ impl EtcdConn {
         Ok(EtcdConn {
             endpoints,
             tls,
-            tls_on_host: args::enum_or(a, "tls-files", &["controller", "host"], "controller")? == "host",
-            via_ssh: args::enum_or(a, "via", &["direct", "ssh"], "direct")? == "ssh",
+            tls_on_host: a.word("tls-files")? == "host",
+            via_ssh: a.word("via")? == "ssh",
         })
     }
 
@@ -146,6 +143,7 @@ impl EtcdConn {
     }
 }
 
-pub fn timeout(a: &Args) -> Result<Duration, TaskError> {
-    Ok(args::opt_duration(a, "timeout")?.unwrap_or(Duration::from_secs(60)))
+/// `timeout`, given or its default ([`TIMEOUT`]).
+pub fn timeout(a: &Reader<'_>) -> Result<Duration, TaskError> {
+    a.duration("timeout")
 }

@@ -9,16 +9,16 @@
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use crate::connection::Cmd;
 use crate::connection::shell::quote;
 use crate::etcd::client::same_url;
 use crate::etcd::wal::{self, WalIdentity};
 use crate::etcd::{EtcdError, MemberInfo};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdDataDirCheck;
 
@@ -34,7 +34,7 @@ renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. Registered result: `state` (`
 `moved`), `member_id` (for `member`), `moved_to`.",
     args: &[
         ArgSpec {
-            default: Some("\"/var/lib/etcd\""),
+            default: Some(ArgDefault::Str("/var/lib/etcd")),
             ..ArgSpec::new("data-dir", ArgKind::Path, "etcd's `--data-dir` on the host.")
         },
         ArgSpec {
@@ -46,7 +46,7 @@ renames it to `DATA-DIR.removed-YYYYMMDDTHHMMSSZ`. Registered result: `state` (`
             ..ArgSpec::new("peer-url", ArgKind::String, "This node's peer URL.")
         },
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "move-aside",
                 ArgKind::Bool,
@@ -128,8 +128,8 @@ impl Module for EtcdDataDirCheck {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<DirSpec, TaskError> {
-        let dir = args::opt_str(a, "data-dir")?.unwrap_or_else(|| "/var/lib/etcd".into());
+    fn decode(&self, a: &Reader<'_>) -> Result<DirSpec, TaskError> {
+        let dir = a.str("data-dir")?;
         let dir = dir.trim_end_matches('/').to_string();
         if dir.is_empty() {
             return Err(TaskError::bad_arg("data-dir", "must not be `/`"));
@@ -137,9 +137,9 @@ impl Module for EtcdDataDirCheck {
         Ok(DirSpec {
             conn: EtcdConn::decode(a)?,
             dir,
-            name: args::req_str(a, "name")?,
-            peer_url: args::req_str(a, "peer-url")?,
-            move_aside: args::bool_or(a, "move-aside", false)?,
+            name: a.str("name")?,
+            peer_url: a.str("peer-url")?,
+            move_aside: a.bool("move-aside")?,
         })
     }
 

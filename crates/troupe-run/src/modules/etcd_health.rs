@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use crate::etcd::client::hex_id;
 use crate::etcd::{ClusterHealth, EtcdError, human, journal};
-use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdHealth;
 
@@ -49,7 +49,7 @@ problem, is_leader, status), `endpoints` (client URLs of voting members), `reads
             "Keys that must read back (serializable, from each member's own copy) from every member.",
         ),
         ArgSpec {
-            default: Some("\"all\""),
+            default: Some(ArgDefault::Str("all")),
             ..ArgSpec::new(
                 "members",
                 ArgKind::Enum(MEMBER_SETS),
@@ -111,13 +111,13 @@ impl Module for EtcdHealth {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<HealthSpec, TaskError> {
+    fn decode(&self, a: &Reader<'_>) -> Result<HealthSpec, TaskError> {
         Ok(HealthSpec {
             conn: EtcdConn::decode(a)?,
             timeout: etcd_args::timeout(a)?,
-            voting: args::opt_u64(a, "voting")?,
-            keys: args::opt_str_list(a, "read-keys")?.unwrap_or_default(),
-            started_voters_only: args::enum_or(a, "members", MEMBER_SETS, "all")? == "started-voters",
+            voting: a.opt_u64("voting")?,
+            keys: a.opt_str_list("read-keys")?.unwrap_or_default(),
+            started_voters_only: a.word("members")? == "started-voters",
         })
     }
 

@@ -13,14 +13,14 @@ use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use crate::etcd::client::hex_id;
 use crate::etcd::membership::{Decision, Goal, Want};
 use crate::etcd::{ClusterHealth, Etcd, EtcdError, MemberInfo, decide, journal};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdMember;
 
@@ -55,7 +55,7 @@ belongs to another member. Retries etcd's \"unhealthy cluster\" answer. Register
 (a removal may go by name alone).",
         ),
         ArgSpec {
-            default: Some("\"present\""),
+            default: Some(ArgDefault::Str("present")),
             ..ArgSpec::new(
                 "state",
                 ArgKind::Enum(STATES),
@@ -63,7 +63,7 @@ belongs to another member. Retries etcd's \"unhealthy cluster\" answer. Register
             )
         },
         ArgSpec {
-            default: Some("#true"),
+            default: Some(ArgDefault::Bool(true)),
             ..ArgSpec::new(
                 "learner",
                 ArgKind::Bool,
@@ -165,14 +165,14 @@ impl Module for EtcdMember {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<MemberSpec, TaskError> {
-        let goal = match args::enum_or(a, "state", STATES, "present")?.as_str() {
+    fn decode(&self, a: &Reader<'_>) -> Result<MemberSpec, TaskError> {
+        let goal = match a.word("state")? {
             "promoted" => Goal::Promoted,
             "absent" => Goal::Absent,
             _ => Goal::Present,
         };
         // Removal may go by name alone (a dead member's address may be unknown).
-        let peer_url = match (args::opt_str(a, "peer-url")?, goal) {
+        let peer_url = match (a.opt_str("peer-url")?, goal) {
             (Some(url), _) => url,
             (None, Goal::Absent) => String::new(),
             (None, _) => {
@@ -193,10 +193,10 @@ impl Module for EtcdMember {
         }
         Ok(MemberSpec {
             want: Want {
-                name: args::req_str(a, "name")?,
+                name: a.str("name")?,
                 peer_url,
                 goal,
-                learner: args::bool_or(a, "learner", true)?,
+                learner: a.bool("learner")?,
             },
             conn: EtcdConn::decode(a)?,
             timeout: etcd_args::timeout(a)?,

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use crate::etcd::snapshot;
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdSnapshot;
 
@@ -37,11 +37,11 @@ done (so a re-run right after a run reports `ok`). Registered result: `path`, `s
             )
         },
         ArgSpec {
-            default: Some("\"etcd\""),
+            default: Some(ArgDefault::Str("etcd")),
             ..ArgSpec::new("prefix", ArgKind::String, "File name prefix.")
         },
         ArgSpec {
-            default: Some("5"),
+            default: Some(ArgDefault::Int(5)),
             ..ArgSpec::new("keep", ArgKind::Int, "How many snapshots to keep.")
         },
         ArgSpec::new(
@@ -81,24 +81,24 @@ impl Module for EtcdSnapshot {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<SnapshotSpec, TaskError> {
-        let prefix = args::opt_str(a, "prefix")?.unwrap_or_else(|| "etcd".into());
+    fn decode(&self, a: &Reader<'_>) -> Result<SnapshotSpec, TaskError> {
+        let prefix = a.str("prefix")?;
         if prefix.is_empty() || prefix.contains('/') {
             return Err(TaskError::bad_arg(
                 "prefix",
                 "must be a non-empty file name prefix without `/`",
             ));
         }
-        let keep = args::opt_u64(a, "keep")?.unwrap_or(5);
+        let keep = a.u64("keep")?;
         if keep == 0 {
             return Err(TaskError::bad_arg("keep", "must keep at least one snapshot"));
         }
         Ok(SnapshotSpec {
             conn: EtcdConn::decode(a)?,
-            dest: PathBuf::from(args::req_str(a, "dest")?),
+            dest: PathBuf::from(a.str("dest")?),
             prefix,
             keep: keep as usize,
-            fresh_for: args::opt_duration(a, "fresh-for")?,
+            fresh_for: a.opt_duration("fresh-for")?,
         })
     }
 

@@ -6,9 +6,10 @@
 use async_trait::async_trait;
 use troupe_dsl::registry::ModuleSpec;
 
+use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use super::etcd_health::health_data;
-use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct EtcdStatus;
 
@@ -45,7 +46,7 @@ impl Module for EtcdStatus {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<EtcdConn, TaskError> {
+    fn decode(&self, a: &Reader<'_>) -> Result<EtcdConn, TaskError> {
         EtcdConn::decode(a)
     }
 

@@ -6,11 +6,11 @@
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::connection::{Cmd, FileAttrs, FileKind};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Fetch;
 
@@ -34,7 +34,7 @@ fails the task unless `fail-on-missing=#false`. Registered result: `dest`, `chec
             ..ArgSpec::new("dest", ArgKind::Path, "Folder on the controller.")
         },
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "flat",
                 ArgKind::Bool,
@@ -42,7 +42,7 @@ fails the task unless `fail-on-missing=#false`. Registered result: `dest`, `chec
             )
         },
         ArgSpec {
-            default: Some("#true"),
+            default: Some(ArgDefault::Bool(true)),
             ..ArgSpec::new(
                 "fail-on-missing",
                 ArgKind::Bool,
@@ -93,12 +93,12 @@ impl Module for Fetch {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<FetchSpec, TaskError> {
+    fn decode(&self, a: &Reader<'_>) -> Result<FetchSpec, TaskError> {
         let spec = FetchSpec {
-            src: args::req_str(a, "src")?,
-            dest: args::req_str(a, "dest")?,
-            flat: args::bool_or(a, "flat", false)?,
-            fail_on_missing: args::bool_or(a, "fail-on-missing", true)?,
+            src: a.str("src")?,
+            dest: a.str("dest")?,
+            flat: a.bool("flat")?,
+            fail_on_missing: a.bool("fail-on-missing")?,
         };
         if spec.src.is_empty() || spec.src.ends_with('/') {
             return Err(TaskError::bad_arg("src", "must be a file path"));
@@ -192,7 +192,7 @@ impl Module for Fetch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{FakeHost, args};
+    use crate::modules::testing::{FakeHost, args, decode};
 
     #[tokio::test]
     async fn fetches_per_host_then_unchanged() {
@@ -230,9 +230,7 @@ mod tests {
 
     #[test]
     fn flat_uses_the_basename() {
-        let spec = Fetch
-            .decode(&args(r#"{"src": "/a/b/c.pem", "dest": "out/", "flat": true}"#))
-            .unwrap();
+        let spec = decode(&Fetch, r#"{"src": "/a/b/c.pem", "dest": "out/", "flat": true}"#).unwrap();
         assert_eq!(spec.local_path("h"), "out/c.pem");
     }
 }

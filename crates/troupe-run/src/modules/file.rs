@@ -4,16 +4,14 @@
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::{Choice, Reader, choice};
 use crate::connection::shell::quote_argv;
 use crate::connection::{Cmd, FileKind, FileStat};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct File;
-
-const STATES: &[&str] = &["directory", "file", "absent", "link", "touch"];
 
 static SPEC: ModuleSpec = ModuleSpec {
     name: "file",
@@ -31,8 +29,8 @@ apply to the path itself (not recursively).",
             ..ArgSpec::new("path", ArgKind::Path, "The path on the host.")
         },
         ArgSpec {
-            default: Some("file"),
-            ..ArgSpec::new("state", ArgKind::Enum(STATES), "What the path must be.")
+            default: Some(ArgDefault::Str(State::File.name())),
+            ..ArgSpec::new("state", ArgKind::Enum(State::NAMES), "What the path must be.")
         },
         ArgSpec::new("mode", ArgKind::Mode, "Permission bits, e.g. 0o750."),
         ArgSpec::new("owner", ArgKind::String, "Owning user name."),
@@ -45,10 +43,21 @@ apply to the path itself (not recursively).",
 }"#,
 };
 
+choice! {
+    /// What `state=` asks the path to be.
+    pub enum State {
+        Directory = "directory",
+        File = "file",
+        Absent = "absent",
+        Link = "link",
+        Touch = "touch",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FileSpec {
     pub path: String,
-    pub state: String,
+    pub state: State,
     pub mode: Option<u32>,
     pub owner: Option<String>,
     pub group: Option<String>,
@@ -75,22 +84,22 @@ impl Module for File {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<FileSpec, TaskError> {
+    fn decode(&self, a: &Reader<'_>) -> Result<FileSpec, TaskError> {
         let spec = FileSpec {
-            path: args::req_str(a, "path")?,
-            state: args::enum_or(a, "state", STATES, "file")?,
-            mode: args::opt_mode(a, "mode")?,
-            owner: args::opt_str(a, "owner")?,
-            group: args::opt_str(a, "group")?,
-            src: args::opt_str(a, "src")?,
+            path: a.str("path")?,
+            state: a.choice("state")?,
+            mode: a.opt_mode("mode")?,
+            owner: a.opt_str("owner")?,
+            group: a.opt_str("group")?,
+            src: a.opt_str("src")?,
         };
         if spec.path.is_empty() {
             return Err(TaskError::bad_arg("path", "is empty"));
         }
-        if spec.state == "absent" && spec.path.trim_end_matches('/').is_empty() {
+        if spec.state == State::Absent && spec.path.trim_end_matches('/').is_empty() {
             return Err(TaskError::bad_arg("path", "refusing to remove /"));
         }
-        if spec.state == "link" && spec.src.is_none() {
+        if spec.state == State::Link && spec.src.is_none() {
             return Err(TaskError::bad_arg(
                 "src",
                 "`state=link` needs `src`, the link target",
@@ -121,7 +130,9 @@ impl Module for File {
                 super::command::tail_lines(out.stderr_str().trim_end(), 5)
             )));
         }
-        Ok(Outcome::changed(json!({"path": spec.path, "state": spec.state})))
+        Ok(Outcome::changed(
+            json!({"path": spec.path, "state": spec.state.name()}),
+        ))
     }
 }
 
@@ -129,13 +140,13 @@ fn result(spec: &FileSpec, stat: Option<&FileStat>) -> serde_json::Value {
     match stat {
         Some(st) => json!({
             "path": spec.path,
-            "state": spec.state,
+            "state": spec.state.name(),
             "mode": format!("{:04o}", st.mode & 0o7777),
             "owner": st.owner,
             "group": st.group,
             "size": st.size,
         }),
-        None => json!({"path": spec.path, "state": spec.state}),
+        None => json!({"path": spec.path, "state": spec.state.name()}),
     }
 }
 
@@ -144,14 +155,14 @@ pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'st
     let mut steps = Vec::new();
     let mut what = "update";
     let kind = stat.map(|s| s.kind);
-    match spec.state.as_str() {
-        "absent" => {
+    match spec.state {
+        State::Absent => {
             if stat.is_some() {
                 return Ok((vec![Step::Remove], "remove"));
             }
             return Ok((steps, ""));
         }
-        "directory" => match kind {
+        State::Directory => match kind {
             None => {
                 steps.push(Step::Mkdir);
                 what = "create directory";
@@ -164,7 +175,7 @@ pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'st
                 ));
             }
         },
-        "file" => match kind {
+        State::File => match kind {
             None => {
                 return Err(TaskError::failed_help(
                     format!("{} does not exist", spec.path),
@@ -179,7 +190,7 @@ pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'st
                 )));
             }
         },
-        "touch" => match kind {
+        State::Touch => match kind {
             None => {
                 steps.push(Step::Touch);
                 what = "create file";
@@ -192,7 +203,7 @@ pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'st
                 )));
             }
         },
-        "link" => {
+        State::Link => {
             let src = spec.src.as_deref().unwrap_or_default();
             match (kind, stat.and_then(|s| s.link_target.as_deref())) {
                 (None, _) => {
@@ -221,7 +232,6 @@ pub fn plan(spec: &FileSpec, stat: Option<&FileStat>) -> Result<(Vec<Step>, &'st
             }
             return Ok((steps, what));
         }
-        _ => unreachable!("decode checks the state"),
     }
     let existing = stat.filter(|s| s.kind != FileKind::Symlink);
     if let Some(mode) = spec.mode {
@@ -281,7 +291,7 @@ pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
                 }
             }
             Step::Chmod(mode) => quote_argv(&["chmod", &format!("{mode:04o}"), "--", p]),
-            Step::Chown(owner) if spec.state == "link" => quote_argv(&["chown", "-h", owner, "--", p]),
+            Step::Chown(owner) if spec.state == State::Link => quote_argv(&["chown", "-h", owner, "--", p]),
             Step::Chown(owner) => quote_argv(&["chown", owner, "--", p]),
         })
         .collect();
@@ -291,7 +301,7 @@ pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{FakeHost, args};
+    use crate::modules::testing::{FakeHost, args, decode};
 
     #[tokio::test]
     async fn creates_a_directory_with_mode_in_one_command() {
@@ -362,7 +372,23 @@ mod tests {
 
     #[test]
     fn link_requires_src() {
-        assert!(File.decode(&args(r#"{"path": "/l", "state": "link"}"#)).is_err());
-        assert!(File.decode(&args(r#"{"path": "/", "state": "absent"}"#)).is_err());
+        assert!(decode(&File, r#"{"path": "/l", "state": "link"}"#).is_err());
+        assert!(decode(&File, r#"{"path": "/", "state": "absent"}"#).is_err());
+    }
+
+    #[test]
+    fn state_reads_the_default_and_refuses_unknown_words() {
+        assert_eq!(decode(&File, r#"{"path": "/x"}"#).unwrap().state, State::File);
+        assert_eq!(
+            decode(&File, r#"{"path": "/x", "state": "touch"}"#)
+                .unwrap()
+                .state,
+            State::Touch
+        );
+        let err = decode(&File, r#"{"path": "/x", "state": "dir"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected one of directory, file"),
+            "{err}"
+        );
     }
 }

@@ -8,11 +8,11 @@
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::connection::FileAttrs;
-use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 
 pub struct KubeApiserverEtcd;
 
@@ -33,11 +33,11 @@ restarts the apiserver. Registered result: `path`, `etcd_servers`.",
         ArgSpec::new("certfile", ArgKind::Path, "`--etcd-certfile` on the host."),
         ArgSpec::new("keyfile", ArgKind::Path, "`--etcd-keyfile` on the host."),
         ArgSpec {
-            default: Some("\"/etc/kubernetes/manifests/kube-apiserver.yaml\""),
+            default: Some(ArgDefault::Str("/etc/kubernetes/manifests/kube-apiserver.yaml")),
             ..ArgSpec::new("path", ArgKind::Path, "The static-pod manifest.")
         },
         ArgSpec {
-            default: Some("\"kube-apiserver\""),
+            default: Some(ArgDefault::Str("kube-apiserver")),
             ..ArgSpec::new("container", ArgKind::String, "Container whose command is edited.")
         },
     ],
@@ -65,8 +65,9 @@ impl Module for KubeApiserverEtcd {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<ApiserverSpec, TaskError> {
-        let servers: Vec<String> = args::opt_str_list(a, "servers")?
+    fn decode(&self, a: &Reader<'_>) -> Result<ApiserverSpec, TaskError> {
+        let servers: Vec<String> = a
+            .opt_str_list("servers")?
             .unwrap_or_default()
             .iter()
             .flat_map(|s| s.split(',').map(|x| x.trim().to_string()).collect::<Vec<_>>())
@@ -91,15 +92,14 @@ impl Module for KubeApiserverEtcd {
             ("certfile", "etcd-certfile"),
             ("keyfile", "etcd-keyfile"),
         ] {
-            if let Some(p) = args::opt_str(a, arg)? {
+            if let Some(p) = a.opt_str(arg)? {
                 flags.push((flag.to_string(), p.clone()));
                 files.push(p);
             }
         }
         Ok(ApiserverSpec {
-            path: args::opt_str(a, "path")?
-                .unwrap_or_else(|| "/etc/kubernetes/manifests/kube-apiserver.yaml".into()),
-            container: args::opt_str(a, "container")?.unwrap_or_else(|| "kube-apiserver".into()),
+            path: a.str("path")?,
+            container: a.str("container")?,
             flags,
             files,
         })

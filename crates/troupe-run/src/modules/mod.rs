@@ -95,7 +95,9 @@ pub fn reference_markdown() -> String {
                 "| {name} | {} | {} | {} | {} |",
                 arg.kind.describe().replace('|', "\\|"),
                 if arg.required { "yes" } else { "" },
-                arg.default.map(|d| format!("`{d}`")).unwrap_or_default(),
+                arg.default
+                    .map(|d| format!("`{}`", d.render()))
+                    .unwrap_or_default(),
                 arg.doc.replace('|', "\\|"),
             );
         }
@@ -130,6 +132,22 @@ mod tests {
                         spec.arg(name).is_some(),
                         "{}: one_of names unknown arg {name}",
                         spec.name
+                    );
+                }
+            }
+            for arg in spec.args {
+                if let Some(default) = arg.default {
+                    assert!(
+                        default.fits(arg.kind),
+                        "{}: default {default:?} of `{}` is not a value of its kind {:?}",
+                        spec.name,
+                        arg.name,
+                        arg.kind
+                    );
+                    assert!(
+                        !arg.required,
+                        "{}: `{}` is required and has a default",
+                        spec.name, arg.name
                     );
                 }
             }

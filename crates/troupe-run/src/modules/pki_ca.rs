@@ -6,17 +6,28 @@
 use async_trait::async_trait;
 use serde_json::json;
 use time::OffsetDateTime;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::{Choice, Reader};
 use crate::connection::{Cmd, FileAttrs};
-use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 use crate::pki::cfssl::CfsslCsr;
 use crate::pki::issue::{DEFAULT_EXPIRY, create_ca, create_ca_with_key};
 use crate::pki::keys::load_key;
 use crate::pki::{Ca, CaRequest, KeyType, Naming, PkiError, PkiPaths, Subject};
 
 pub struct PkiCa;
+
+/// The key type of a new CA unless `key-type` or a cfssl CSR says otherwise.
+const DEFAULT_KEY_TYPE: KeyType = KeyType::Rsa2048;
+
+/// `naming=` of `pki-ca` and `pki-cert`.
+impl Choice for Naming {
+    const NAMES: &'static [&'static str] = Naming::NAMES;
+    fn from_name(name: &str) -> Option<Self> {
+        Naming::parse(name)
+    }
+}
 
 static SPEC: ModuleSpec = ModuleSpec {
     name: "pki-ca",
@@ -36,11 +47,11 @@ Registered result: `cert`, `key`, `subject`, `key_type`, `not_after`, `serial`, 
             ..ArgSpec::new("dir", ArgKind::Path, "Folder on the controller for the CA files.")
         },
         ArgSpec {
-            default: Some("ca"),
+            default: Some(ArgDefault::Str("ca")),
             ..ArgSpec::new("name", ArgKind::String, "Base name of the files.")
         },
         ArgSpec {
-            default: Some("cfssl"),
+            default: Some(ArgDefault::Str("cfssl")),
             ..ArgSpec::new(
                 "naming",
                 ArgKind::Enum(Naming::NAMES),
@@ -48,7 +59,7 @@ Registered result: `cert`, `key`, `subject`, `key_type`, `not_after`, `serial`, 
             )
         },
         ArgSpec {
-            default: Some("rsa-2048"),
+            default: Some(ArgDefault::Str(DEFAULT_KEY_TYPE.as_str())),
             ..ArgSpec::new("key-type", ArgKind::Enum(KeyType::NAMES), "Key of a new CA.")
         },
         ArgSpec::new(
@@ -62,7 +73,7 @@ Registered result: `cert`, `key`, `subject`, `key_type`, `not_after`, `serial`, 
         ArgSpec::new("st", ArgKind::String, "Subject state or province."),
         ArgSpec::new("c", ArgKind::String, "Subject country (two letters)."),
         ArgSpec {
-            default: Some("43800h"),
+            default: Some(ArgDefault::Duration(DEFAULT_EXPIRY)),
             ..ArgSpec::new(
                 "expiry",
                 ArgKind::Duration,
@@ -122,7 +133,7 @@ pub(crate) fn read_input(cx: &TaskCx<'_>, arg: &str, rel: &str) -> Result<(Strin
 fn request(spec: &PkiCaSpec, cx: &TaskCx<'_>) -> Result<CaRequest, TaskError> {
     let mut req = CaRequest {
         subject: Subject::default(),
-        key_type: KeyType::Rsa2048,
+        key_type: DEFAULT_KEY_TYPE,
         expiry: DEFAULT_EXPIRY,
     };
     if let Some(rel) = &spec.cfssl_csr {
@@ -193,16 +204,16 @@ impl Module for PkiCa {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<PkiCaSpec, TaskError> {
-        let key_type = match args::opt_str(a, "key-type")? {
+    fn decode(&self, a: &Reader<'_>) -> Result<PkiCaSpec, TaskError> {
+        let key_type = match a.opt_str("key-type")? {
             None => None,
             Some(k) => Some(
                 k.parse::<KeyType>()
                     .map_err(|e| TaskError::bad_arg("key-type", e.to_string()))?,
             ),
         };
-        let naming = Naming::parse(&args::enum_or(a, "naming", Naming::NAMES, "cfssl")?).unwrap_or_default();
-        let expiry = match args::opt_str(a, "expiry")? {
+        let naming = a.choice("naming")?;
+        let expiry = match a.opt_str("expiry")? {
             None => None,
             Some(t) => Some(crate::pki::parse_duration(&t).ok_or_else(|| {
                 TaskError::bad_arg(
@@ -211,7 +222,7 @@ impl Module for PkiCa {
                 )
             })?),
         };
-        let name = args::opt_str(a, "name")?.unwrap_or_else(|| "ca".into());
+        let name = a.str("name")?;
         if name.is_empty() || name.contains('/') {
             return Err(TaskError::bad_arg(
                 "name",
@@ -219,20 +230,20 @@ impl Module for PkiCa {
             ));
         }
         Ok(PkiCaSpec {
-            dir: args::req_str(a, "dir")?,
+            dir: a.str("dir")?,
             name,
             naming,
             key_type,
             subject: Subject {
-                cn: args::opt_str(a, "cn")?.unwrap_or_default(),
-                c: args::opt_str(a, "c")?,
-                st: args::opt_str(a, "st")?,
-                l: args::opt_str(a, "l")?,
-                o: args::opt_str(a, "o")?,
-                ou: args::opt_str(a, "ou")?,
+                cn: a.opt_str("cn")?.unwrap_or_default(),
+                c: a.opt_str("c")?,
+                st: a.opt_str("st")?,
+                l: a.opt_str("l")?,
+                o: a.opt_str("o")?,
+                ou: a.opt_str("ou")?,
             },
             expiry,
-            cfssl_csr: args::opt_str(a, "cfssl-csr")?,
+            cfssl_csr: a.opt_str("cfssl-csr")?,
         })
     }
 
@@ -453,7 +464,7 @@ mod tests {
         };
         let mut plans = Vec::new();
         for _ in 0..3 {
-            let spec = PkiCa.decode(&a).unwrap();
+            let spec = PkiCa.decode(&Reader::new(&SPEC, &a)).unwrap();
             let Check::Change(change) = PkiCa.check(&spec, &cx).await.unwrap() else {
                 panic!("expected a change")
             };

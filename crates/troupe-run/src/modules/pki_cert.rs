@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use serde_json::json;
 use std::time::Duration;
 use time::OffsetDateTime;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::{Choice, Reader, choice};
 use super::pki_ca::read_input;
 use crate::connection::shell::quote;
 use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
-use crate::module::{Args, Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 use crate::pki::cfssl::{CfsslConfig, CfsslCsr};
 use crate::pki::inspect::fmt_time;
 use crate::pki::issue::{DEFAULT_EXPIRY, csr_for_key};
@@ -27,7 +27,10 @@ use crate::pki::{
 
 pub struct PkiCert;
 
-const KEY_LOCATIONS: &[&str] = &["host", "controller"];
+/// The key type of a new certificate unless `key-type` or a cfssl CSR says otherwise.
+const DEFAULT_KEY_TYPE: KeyType = KeyType::EcdsaP256;
+/// `renew-before` when not given.
+const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 
 static SPEC: ModuleSpec = ModuleSpec {
     name: "pki-cert",
@@ -55,11 +58,11 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             )
         },
         ArgSpec {
-            default: Some("ca"),
+            default: Some(ArgDefault::Str("ca")),
             ..ArgSpec::new("ca-name", ArgKind::String, "Base name of the CA files.")
         },
         ArgSpec {
-            default: Some("cfssl"),
+            default: Some(ArgDefault::Str("cfssl")),
             ..ArgSpec::new(
                 "ca-naming",
                 ArgKind::Enum(Naming::NAMES),
@@ -80,7 +83,7 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             ..ArgSpec::new("dest", ArgKind::Path, "Folder on the host.")
         },
         ArgSpec {
-            default: Some("cfssl"),
+            default: Some(ArgDefault::Str("cfssl")),
             ..ArgSpec::new(
                 "naming",
                 ArgKind::Enum(Naming::NAMES),
@@ -88,7 +91,7 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             )
         },
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "csr",
                 ArgKind::Bool,
@@ -106,7 +109,7 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             "Custom usages in cfssl's words (`signing`, `key encipherment`, `server auth`, …).",
         ),
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "client-auth",
                 ArgKind::Bool,
@@ -125,15 +128,15 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
         ArgSpec::new("st", ArgKind::String, "Subject state or province."),
         ArgSpec::new("c", ArgKind::String, "Subject country."),
         ArgSpec {
-            default: Some("ecdsa-p256"),
+            default: Some(ArgDefault::Str(DEFAULT_KEY_TYPE.as_str())),
             ..ArgSpec::new("key-type", ArgKind::Enum(KeyType::NAMES), "Key type.")
         },
         ArgSpec {
-            default: Some("43800h"),
+            default: Some(ArgDefault::Duration(DEFAULT_EXPIRY)),
             ..ArgSpec::new("expiry", ArgKind::Duration, "Validity of a new certificate.")
         },
         ArgSpec {
-            default: Some("30d"),
+            default: Some(ArgDefault::Duration(RENEW_BEFORE)),
             ..ArgSpec::new(
                 "renew-before",
                 ArgKind::Duration,
@@ -141,10 +144,10 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
             )
         },
         ArgSpec {
-            default: Some("host"),
+            default: Some(ArgDefault::Str(KeyLocation::Host.name())),
             ..ArgSpec::new(
                 "key-location",
-                ArgKind::Enum(KEY_LOCATIONS),
+                ArgKind::Enum(KeyLocation::NAMES),
                 "Where the key is generated: on the `host` (openssl) or the `controller`.",
             )
         },
@@ -174,10 +177,12 @@ Registered result: `cert`, `key`, `sans`, `not_after`, `serial`, `subject`, `rea
 }"#,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyLocation {
-    Host,
-    Controller,
+choice! {
+    /// Where a new key is generated (`key-location`).
+    pub enum KeyLocation {
+        Host = "host",
+        Controller = "controller",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -249,8 +254,8 @@ fn attr_fix(path: &str, st: &FileStat, mode: u32, spec: &PkiCertSpec) -> Option<
     })
 }
 
-fn duration_arg(a: &Args, name: &str) -> Result<Option<Duration>, TaskError> {
-    match args::opt_str(a, name)? {
+fn duration_arg(a: &Reader<'_>, name: &str) -> Result<Option<Duration>, TaskError> {
+    match a.opt_str(name)? {
         None => Ok(None),
         Some(t) => crate::pki::parse_duration(&t).map(Some).ok_or_else(|| {
             TaskError::bad_arg(
@@ -274,7 +279,7 @@ fn utf8(bytes: Vec<u8>, path: &str) -> Result<String, TaskError> {
 fn request(spec: &PkiCertSpec, cx: &TaskCx<'_>) -> Result<CertRequest, TaskError> {
     let mut subject = Subject::default();
     let mut sans = Vec::new();
-    let mut key_type = KeyType::EcdsaP256;
+    let mut key_type = DEFAULT_KEY_TYPE;
     let mut expiry = DEFAULT_EXPIRY;
     let mut usages: Option<Usages> = None;
     if let Some(rel) = &spec.cfssl_csr {
@@ -519,40 +524,39 @@ impl Module for PkiCert {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<PkiCertSpec, TaskError> {
-        let name = args::req_str(a, "name")?;
+    fn decode(&self, a: &Reader<'_>) -> Result<PkiCertSpec, TaskError> {
+        let name = a.str("name")?;
         if name.is_empty() || name.contains('/') {
             return Err(TaskError::bad_arg(
                 "name",
                 "must be a plain file name without `/`",
             ));
         }
-        let dest = args::req_str(a, "dest")?;
-        let naming = Naming::parse(&args::enum_or(a, "naming", Naming::NAMES, "cfssl")?).unwrap_or_default();
-        let ca_naming =
-            Naming::parse(&args::enum_or(a, "ca-naming", Naming::NAMES, "cfssl")?).unwrap_or_default();
-        let ca_name = args::opt_str(a, "ca-name")?.unwrap_or_else(|| "ca".into());
-        let profile = match args::opt_str(a, "profile")? {
+        let dest = a.str("dest")?;
+        let naming: Naming = a.choice("naming")?;
+        let ca_naming: Naming = a.choice("ca-naming")?;
+        let ca_name = a.str("ca-name")?;
+        let profile = match a.opt_str("profile")? {
             None => None,
             Some(p) => Some(
                 p.parse::<Profile>()
                     .map_err(|e| TaskError::bad_arg("profile", e))?,
             ),
         };
-        let usages = args::opt_str_list(a, "usages")?;
+        let usages = a.opt_str_list("usages")?;
         if let Some(list) = &usages {
             Usages::parse(list).map_err(|e| TaskError::bad_arg("usages", e.to_string()))?;
         }
         let given = usize::from(profile.is_some())
             + usize::from(usages.is_some())
-            + usize::from(args::opt_str(a, "cfssl-profile")?.is_some());
+            + usize::from(a.opt_str("cfssl-profile")?.is_some());
         if given != 1 {
             return Err(TaskError::bad_arg(
                 "profile",
                 "say what the certificate is for with exactly one of `profile`, `usages`, or `cfssl-profile` (with `cfssl-config`)",
             ));
         }
-        let sans = match args::opt_str_list(a, "sans")? {
+        let sans = match a.opt_str_list("sans")? {
             None => None,
             Some(list) => {
                 let mut out: Vec<San> = Vec::new();
@@ -567,44 +571,41 @@ impl Module for PkiCert {
                 Some(out)
             }
         };
-        let key_type = match args::opt_str(a, "key-type")? {
+        let key_type = match a.opt_str("key-type")? {
             None => None,
             Some(k) => Some(
                 k.parse::<KeyType>()
                     .map_err(|e| TaskError::bad_arg("key-type", e.to_string()))?,
             ),
         };
-        let key_location = match args::enum_or(a, "key-location", KEY_LOCATIONS, "host")?.as_str() {
-            "controller" => KeyLocation::Controller,
-            _ => KeyLocation::Host,
-        };
+        let key_location = a.choice("key-location")?;
         Ok(PkiCertSpec {
-            ca: ca_naming.paths(&args::req_str(a, "ca-dir")?, &ca_name),
+            ca: ca_naming.paths(&a.str("ca-dir")?, &ca_name),
             paths: naming.paths(&dest, &name),
             name,
             dest,
-            csr: args::bool_or(a, "csr", false)?,
+            csr: a.bool("csr")?,
             profile,
             usages,
-            client_auth: args::bool_or(a, "client-auth", false)?,
+            client_auth: a.bool("client-auth")?,
             sans,
             subject: Subject {
-                cn: args::opt_str(a, "cn")?.unwrap_or_default(),
-                c: args::opt_str(a, "c")?,
-                st: args::opt_str(a, "st")?,
-                l: args::opt_str(a, "l")?,
-                o: args::opt_str(a, "o")?,
-                ou: args::opt_str(a, "ou")?,
+                cn: a.opt_str("cn")?.unwrap_or_default(),
+                c: a.opt_str("c")?,
+                st: a.opt_str("st")?,
+                l: a.opt_str("l")?,
+                o: a.opt_str("o")?,
+                ou: a.opt_str("ou")?,
             },
             key_type,
             expiry: duration_arg(a, "expiry")?,
-            renew_before: duration_arg(a, "renew-before")?.unwrap_or(Duration::from_secs(30 * 86_400)),
+            renew_before: duration_arg(a, "renew-before")?.unwrap_or(RENEW_BEFORE),
             key_location,
-            owner: args::opt_str(a, "owner")?,
-            group: args::opt_str(a, "group")?,
-            cfssl_config: args::opt_str(a, "cfssl-config")?,
-            cfssl_profile: args::opt_str(a, "cfssl-profile")?,
-            cfssl_csr: args::opt_str(a, "cfssl-csr")?,
+            owner: a.opt_str("owner")?,
+            group: a.opt_str("group")?,
+            cfssl_config: a.opt_str("cfssl-config")?,
+            cfssl_profile: a.opt_str("cfssl-profile")?,
+            cfssl_csr: a.opt_str("cfssl-csr")?,
         })
     }
 
@@ -949,7 +950,7 @@ mod tests {
         host
     }
 
-    fn cert_args(extra: &str) -> Args {
+    fn cert_args(extra: &str) -> crate::module::Args {
         args(&format!(
             r#"{{"name": "server", "ca-dir": "pki", "dest": "/etc/etcd", "profile": "server", "key-location": "controller", "sans": ["127.0.0.1", "localhost"]{extra}}}"#
         ))
@@ -994,7 +995,9 @@ mod tests {
             render: &render,
             eval: &eval,
         };
-        let spec = PkiCert.decode(&cert_args(r#", "client-auth": true"#)).unwrap();
+        let spec = PkiCert
+            .decode(&Reader::new(&SPEC, &cert_args(r#", "client-auth": true"#)))
+            .unwrap();
         let Check::Change(change) = PkiCert.check(&spec, &cx).await.unwrap() else {
             panic!("expected a change")
         };

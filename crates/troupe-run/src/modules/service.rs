@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::connection::Cmd;
 use crate::connection::shell::{quote, quote_argv};
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Service;
 
@@ -46,11 +46,11 @@ handlers); `started`/`stopped`/`enabled` change only what differs. Registered re
             "Whether the service starts at boot (runit: is linked into the service dir).",
         ),
         ArgSpec {
-            default: Some("auto"),
+            default: Some(ArgDefault::Str("auto")),
             ..ArgSpec::new("manager", ArgKind::Enum(MANAGERS), "Service manager to use.")
         },
         ArgSpec {
-            default: Some("#false"),
+            default: Some(ArgDefault::Bool(false)),
             ..ArgSpec::new(
                 "daemon-reload",
                 ArgKind::Bool,
@@ -58,7 +58,7 @@ handlers); `started`/`stopped`/`enabled` change only what differs. Registered re
             )
         },
         ArgSpec {
-            default: Some("\"30s\""),
+            default: Some(ArgDefault::Duration(Duration::from_secs(30))),
             ..ArgSpec::new(
                 "timeout",
                 ArgKind::Duration,
@@ -66,11 +66,11 @@ handlers); `started`/`stopped`/`enabled` change only what differs. Registered re
             )
         },
         ArgSpec {
-            default: Some("\"/etc/sv\""),
+            default: Some(ArgDefault::Str("/etc/sv")),
             ..ArgSpec::new("sv-dir", ArgKind::Path, "runit: where service definitions live.")
         },
         ArgSpec {
-            default: Some("\"/etc/service\""),
+            default: Some(ArgDefault::Str("/etc/service")),
             ..ArgSpec::new(
                 "service-dir",
                 ArgKind::Path,
@@ -370,26 +370,17 @@ impl Module for Service {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<ServiceSpec, TaskError> {
-        let state = match args::opt_str(a, "state")? {
-            Some(s) if STATES.contains(&s.as_str()) => Some(s),
-            Some(s) => {
-                return Err(TaskError::bad_arg(
-                    "state",
-                    format!("expected one of {}, got {s:?}", STATES.join(", ")),
-                ));
-            }
-            None => None,
-        };
+    fn decode(&self, a: &Reader<'_>) -> Result<ServiceSpec, TaskError> {
+        let state = a.opt_word("state")?.map(String::from);
         let spec = ServiceSpec {
-            name: args::req_str(a, "name")?,
+            name: a.str("name")?,
             state,
-            enabled: args::opt_bool(a, "enabled")?,
-            manager: args::enum_or(a, "manager", MANAGERS, "auto")?,
-            daemon_reload: args::bool_or(a, "daemon-reload", false)?,
-            timeout: args::opt_duration(a, "timeout")?.unwrap_or(Duration::from_secs(30)),
-            sv_dir: args::opt_str(a, "sv-dir")?.unwrap_or_else(|| "/etc/sv".into()),
-            service_dir: args::opt_str(a, "service-dir")?.unwrap_or_else(|| "/etc/service".into()),
+            enabled: a.opt_bool("enabled")?,
+            manager: a.word("manager")?.to_string(),
+            daemon_reload: a.bool("daemon-reload")?,
+            timeout: a.duration("timeout")?,
+            sv_dir: a.str("sv-dir")?,
+            service_dir: a.str("service-dir")?,
         };
         if spec.name.is_empty() || spec.name.contains('/') {
             return Err(TaskError::bad_arg("name", "must be a plain service name"));
@@ -469,10 +460,10 @@ impl Module for Service {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{FakeHost, args};
+    use crate::modules::testing::{FakeHost, args, decode};
 
     fn spec(json: &str) -> ServiceSpec {
-        Service.decode(&args(json)).unwrap()
+        decode(&Service, json).unwrap()
     }
 
     fn runit(running: bool, enabled: bool) -> Observed {

@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::command::{GUARD_ARGS, RunSpec, apply_run, check_run};
 use crate::connection::CmdProgram;
-use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Shell;
 
@@ -45,8 +45,8 @@ impl Module for Shell {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<RunSpec, TaskError> {
-        let script = args::req_str(a, "cmd")?;
+    fn decode(&self, a: &Reader<'_>) -> Result<RunSpec, TaskError> {
+        let script = a.str("cmd")?;
         if script.trim().is_empty() {
             return Err(TaskError::bad_arg("cmd", "the script is empty"));
         }

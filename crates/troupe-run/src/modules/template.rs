@@ -6,9 +6,9 @@
 use async_trait::async_trait;
 use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use super::copy::{BACKUP_ARG, DEST_ARGS, DestSpec, PutPlan, apply_put, check_put};
-use crate::module::{Args, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Template;
 
@@ -56,9 +56,9 @@ impl Module for Template {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<TemplateSpec, TaskError> {
+    fn decode(&self, a: &Reader<'_>) -> Result<TemplateSpec, TaskError> {
         Ok(TemplateSpec {
-            src: args::req_str(a, "src")?,
+            src: a.str("src")?,
             dest: DestSpec::decode(a)?,
         })
     }

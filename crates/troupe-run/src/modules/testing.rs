@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 use crate::connection::{Cmd, ConnError, Connection, FileAttrs, FileKind, FileStat, Output, Tunnel};
-use crate::module::{Args, DynCheck, DynModule, Outcome, TaskCx, TaskError};
+use crate::module::{Args, DynCheck, DynModule, Module, Outcome, TaskCx, TaskError};
+use crate::modules::args::Reader;
 
 #[derive(Clone, Debug)]
 pub struct FakeFile {
@@ -176,6 +177,12 @@ pub fn args(json: &str) -> Args {
         .as_object()
         .unwrap()
         .clone()
+}
+
+/// `module.decode` of these JSON arguments, read against the module's spec as the
+/// executor does.
+pub fn decode<M: Module>(module: &M, json: &str) -> Result<M::Spec, TaskError> {
+    module.decode(&Reader::new(module.spec(), &args(json)))
 }
 
 #[async_trait]

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
-use troupe_dsl::registry::{ArgKind, ArgSpec, ModuleSpec};
+use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
-use super::args;
+use super::args::Reader;
 use crate::connection::Cmd;
-use crate::module::{Args, Change, Check, Module, Outcome, TaskCx, TaskError};
+use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct WaitFor;
 
@@ -41,7 +41,7 @@ after `timeout`. Reports `ok`, since waiting changes nothing. Registered result:
             "A script for `sh -c` that must exit 0.",
         ),
         ArgSpec {
-            default: Some("\"present\""),
+            default: Some(ArgDefault::Str("present")),
             ..ArgSpec::new(
                 "state",
                 ArgKind::Enum(STATES),
@@ -49,7 +49,7 @@ after `timeout`. Reports `ok`, since waiting changes nothing. Registered result:
             )
         },
         ArgSpec {
-            default: Some("\"60s\""),
+            default: Some(ArgDefault::Duration(Duration::from_secs(60))),
             ..ArgSpec::new(
                 "timeout",
                 ArgKind::Duration,
@@ -57,7 +57,7 @@ after `timeout`. Reports `ok`, since waiting changes nothing. Registered result:
             )
         },
         ArgSpec {
-            default: Some("\"0s\""),
+            default: Some(ArgDefault::Duration(Duration::ZERO)),
             ..ArgSpec::new(
                 "delay",
                 ArgKind::Duration,
@@ -65,7 +65,7 @@ after `timeout`. Reports `ok`, since waiting changes nothing. Registered result:
             )
         },
         ArgSpec {
-            default: Some("\"500ms\""),
+            default: Some(ArgDefault::Duration(Duration::from_millis(500))),
             ..ArgSpec::new("interval", ArgKind::Duration, "Time between checks.")
         },
     ],
@@ -121,12 +121,8 @@ impl Module for WaitFor {
         &SPEC
     }
 
-    fn decode(&self, a: &Args) -> Result<WaitSpec, TaskError> {
-        let target = match (
-            args::opt_str(a, "port")?,
-            args::opt_str(a, "path")?,
-            args::opt_str(a, "command")?,
-        ) {
+    fn decode(&self, a: &Reader<'_>) -> Result<WaitSpec, TaskError> {
+        let target = match (a.opt_str("port")?, a.opt_str("path")?, a.opt_str("command")?) {
             (Some(p), None, None) => {
                 let (host, port) = p
                     .rsplit_once(':')
@@ -153,7 +149,7 @@ impl Module for WaitFor {
                 ));
             }
         };
-        let present = args::enum_or(a, "state", STATES, "present")? == "present";
+        let present = a.word("state")? == "present";
         if !present && matches!(target, Target::Command(_)) {
             return Err(TaskError::bad_arg(
                 "state",
@@ -163,11 +159,9 @@ impl Module for WaitFor {
         Ok(WaitSpec {
             target,
             present,
-            timeout: args::opt_duration(a, "timeout")?.unwrap_or(Duration::from_secs(60)),
-            delay: args::opt_duration(a, "delay")?.unwrap_or_default(),
-            interval: args::opt_duration(a, "interval")?
-                .unwrap_or(Duration::from_millis(500))
-                .max(Duration::from_millis(50)),
+            timeout: a.duration("timeout")?,
+            delay: a.duration("delay")?,
+            interval: a.duration("interval")?.max(Duration::from_millis(50)),
         })
     }
 
@@ -212,7 +206,7 @@ impl Module for WaitFor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{FakeHost, args};
+    use crate::modules::testing::{FakeHost, args, decode};
 
     #[tokio::test]
     async fn open_port_is_ok_without_waiting() {
@@ -250,12 +244,8 @@ mod tests {
 
     #[test]
     fn needs_exactly_one_target() {
-        assert!(WaitFor.decode(&args(r#"{"path": "/a", "port": "x:1"}"#)).is_err());
-        assert!(WaitFor.decode(&args(r#"{"port": "nocolon"}"#)).is_err());
-        assert!(
-            WaitFor
-                .decode(&args(r#"{"command": "true", "state": "absent"}"#))
-                .is_err()
-        );
+        assert!(decode(&WaitFor, r#"{"path": "/a", "port": "x:1"}"#).is_err());
+        assert!(decode(&WaitFor, r#"{"port": "nocolon"}"#).is_err());
+        assert!(decode(&WaitFor, r#"{"command": "true", "state": "absent"}"#).is_err());
     }
 }

@@ -43,7 +43,7 @@ impl KeyType {
     pub const NAMES: &'static [&'static str] =
         &["rsa-2048", "rsa-4096", "ecdsa-p256", "ecdsa-p384", "ed25519"];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             KeyType::Rsa2048 => "rsa-2048",
             KeyType::Rsa4096 => "rsa-4096",
