@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::Reader;
+use super::attrs;
 use crate::connection::shell::quote_argv;
-use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
+use crate::connection::{FileAttrs, FileKind, FileStat};
 use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 
 pub struct Copy;
@@ -216,7 +217,7 @@ pub(crate) async fn apply_put(dest: &DestSpec, plan: PutPlan, cx: &TaskCx<'_>) -
                 let backup = format!("{}.{suffix}", dest.dest);
                 run_ok(
                     cx,
-                    quote_argv(&["cp", "-p", "--", &dest.dest, &backup]),
+                    &[quote_argv(&["cp", "-p", "--", &dest.dest, &backup])],
                     "back up",
                 )
                 .await?;
@@ -233,35 +234,24 @@ pub(crate) async fn apply_put(dest: &DestSpec, plan: PutPlan, cx: &TaskCx<'_>) -
             ))
         }
         PutPlan::Attrs => {
-            let mut parts = Vec::new();
+            let mut steps = Vec::new();
             if let Some(mode) = dest.mode {
-                parts.push(quote_argv(&["chmod", &format!("{mode:04o}"), "--", &dest.dest]));
+                steps.push(attrs::chmod(&dest.dest, mode));
             }
-            let owner = match (&dest.owner, &dest.group) {
-                (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-                (Some(o), None) => Some(o.clone()),
-                (None, Some(g)) => Some(format!(":{g}")),
-                (None, None) => None,
-            };
-            if let Some(owner) = owner {
-                parts.push(quote_argv(&["chown", &owner, "--", &dest.dest]));
+            if let Some(who) = attrs::owner_group(dest.owner.as_deref(), dest.group.as_deref()) {
+                steps.push(attrs::chown(&dest.dest, &who, false));
             }
-            run_ok(cx, parts.join(" && "), "set attributes of").await?;
+            run_ok(cx, &steps, "set attributes of").await?;
             Ok(Outcome::changed(json!({"dest": dest.dest})))
         }
     }
 }
 
-async fn run_ok(cx: &TaskCx<'_>, line: String, what: &str) -> Result<(), TaskError> {
-    let out = cx.conn.exec(&Cmd::script(line).internal()).await?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(TaskError::failed(format!(
-            "could not {what} the file: {}",
-            out.stderr_str().trim_end()
-        )))
-    }
+async fn run_ok(cx: &TaskCx<'_>, steps: &[String], what: &str) -> Result<(), TaskError> {
+    attrs::run(cx.conn, steps, |stderr| {
+        TaskError::failed(format!("could not {what} the file: {stderr}"))
+    })
+    .await
 }
 
 #[async_trait]

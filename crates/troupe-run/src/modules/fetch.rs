@@ -9,7 +9,8 @@ use serde_json::json;
 use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::Reader;
-use crate::connection::{Cmd, FileAttrs, FileKind};
+use super::attrs;
+use crate::connection::{FileAttrs, FileKind};
 use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct Fetch;
@@ -159,16 +160,10 @@ impl Module for Fetch {
             .ok_or_else(|| TaskError::failed(format!("{} disappeared from the host", spec.src)))?;
         if let Some((parent, _)) = local.rsplit_once('/') {
             if !parent.is_empty() {
-                let out = cx
-                    .controller
-                    .exec(&Cmd::argv(["mkdir", "-p", "--", parent]).internal())
-                    .await?;
-                if !out.success() {
-                    return Err(TaskError::failed(format!(
-                        "cannot create {parent} on the controller: {}",
-                        out.stderr_str().trim_end()
-                    )));
-                }
+                attrs::run(cx.controller, &[attrs::mkdir(parent, None)], |stderr| {
+                    TaskError::failed(format!("cannot create {parent} on the controller: {stderr}"))
+                })
+                .await?;
             }
         }
         cx.controller

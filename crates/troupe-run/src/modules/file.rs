@@ -7,8 +7,9 @@ use serde_json::json;
 use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::{Choice, Reader, choice};
+use super::attrs;
 use crate::connection::shell::quote_argv;
-use crate::connection::{Cmd, FileKind, FileStat};
+use crate::connection::{FileKind, FileStat};
 use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
 pub struct File;
@@ -121,15 +122,14 @@ impl Module for File {
     }
 
     async fn apply(&self, spec: &FileSpec, steps: Vec<Step>, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
-        let line = script(spec, &steps);
-        let out = cx.conn.exec(&Cmd::script(line).internal()).await?;
-        if !out.success() {
-            return Err(TaskError::failed(format!(
+        attrs::run(cx.conn, &script(spec, &steps), |stderr| {
+            TaskError::failed(format!(
                 "could not change {}: {}",
                 spec.path,
-                super::command::tail_lines(out.stderr_str().trim_end(), 5)
-            )));
-        }
+                super::command::tail_lines(stderr, 5)
+            ))
+        })
+        .await?;
         Ok(Outcome::changed(
             json!({"path": spec.path, "state": spec.state.name()}),
         ))
@@ -255,16 +255,11 @@ fn owner_spec(spec: &FileSpec, stat: Option<&FileStat>) -> Option<String> {
         .group
         .as_ref()
         .filter(|g| stat.is_none_or(|s| &s.group != *g));
-    match (owner, group) {
-        (None, None) => None,
-        (Some(o), None) => Some(o.clone()),
-        (None, Some(g)) => Some(format!(":{g}")),
-        (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-    }
+    attrs::owner_group(owner.map(String::as_str), group.map(String::as_str))
 }
 
-/// The whole change as one command line for `sh -c`.
-pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
+/// The whole change as the steps of one command line for `sh -c`.
+pub fn script(spec: &FileSpec, steps: &[Step]) -> Vec<String> {
     let p = spec.path.as_str();
     // A new directory gets its mode from `mkdir -m`: one program less on the host.
     let (mkdir_mode, steps): (Option<u32>, Vec<&Step>) = match steps {
@@ -273,13 +268,10 @@ pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
         }
         _ => (None, steps.iter().collect()),
     };
-    let parts: Vec<String> = steps
+    steps
         .into_iter()
         .map(|step| match step {
-            Step::Mkdir => match mkdir_mode {
-                Some(mode) => quote_argv(&["mkdir", "-p", "-m", &format!("{mode:04o}"), "--", p]),
-                None => quote_argv(&["mkdir", "-p", "--", p]),
-            },
+            Step::Mkdir => attrs::mkdir(p, mkdir_mode),
             Step::Touch => quote_argv(&["touch", "--", p]),
             Step::Remove => quote_argv(&["rm", "-rf", "--", p]),
             Step::Link { replace } => {
@@ -290,12 +282,10 @@ pub fn script(spec: &FileSpec, steps: &[Step]) -> String {
                     quote_argv(&["ln", "-s", "--", src, p])
                 }
             }
-            Step::Chmod(mode) => quote_argv(&["chmod", &format!("{mode:04o}"), "--", p]),
-            Step::Chown(owner) if spec.state == State::Link => quote_argv(&["chown", "-h", owner, "--", p]),
-            Step::Chown(owner) => quote_argv(&["chown", owner, "--", p]),
+            Step::Chmod(mode) => attrs::chmod(p, *mode),
+            Step::Chown(owner) => attrs::chown(p, owner, spec.state == State::Link),
         })
-        .collect();
-    parts.join(" && ")
+        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! implementing [`crate::module::Module`] plus one line in [`all`].
 
 pub mod args;
+pub mod attrs;
 pub mod command;
 pub mod copy;
 pub mod debug;

@@ -12,11 +12,12 @@ use time::OffsetDateTime;
 use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::{Choice, Reader, choice};
+use super::attrs;
 use super::pki_ca::read_input;
-use crate::connection::shell::quote;
 use crate::connection::{Cmd, FileAttrs, FileKind, FileStat};
 use crate::module::{Change, Check, Diff, Module, Outcome, TaskCx, TaskError};
 use crate::pki::cfssl::{CfsslConfig, CfsslCsr};
+use crate::pki::host_key;
 use crate::pki::inspect::fmt_time;
 use crate::pki::issue::{DEFAULT_EXPIRY, csr_for_key};
 use crate::pki::keys::{key_matches, load_key, spki_from_pem};
@@ -208,15 +209,16 @@ pub struct PkiCertSpec {
     pub cfssl_csr: Option<String>,
 }
 
+/// What `apply` does.
 #[derive(Debug)]
-pub struct CertPlan {
-    request: CertRequest,
-    /// Why the certificate is (re)issued; empty when only file attributes are fixed.
-    reasons: Vec<Reason>,
-    /// Modes/ownership to correct on files whose certificate is otherwise kept.
-    fixes: Vec<AttrFix>,
-    /// The facts of the kept certificate (for `fixes`).
-    kept: Option<CertFacts>,
+pub enum CertPlan {
+    /// A new key and certificate, for these reasons (never empty).
+    Issue {
+        request: CertRequest,
+        reasons: Vec<Reason>,
+    },
+    /// The certificate stays; the modes/owners of its files are corrected.
+    FixAttrs { fixes: Vec<AttrFix>, kept: CertFacts },
 }
 
 /// One file whose mode or ownership drifted (a key left 0644 by hand).
@@ -486,35 +488,6 @@ fn facts_json(spec: &PkiCertSpec, facts: &CertFacts, reasons: &[Reason]) -> serd
     v
 }
 
-/// `/CN=…` for `openssl req -subj`, escaping what openssl treats specially. The CA
-/// uses only the CSR's public key, so the CSR subject is informational.
-fn openssl_subj(subject: &Subject) -> String {
-    let esc = |v: &str| {
-        let mut out = String::new();
-        for ch in v.chars() {
-            if matches!(ch, '/' | '\\' | '+' | '=') {
-                out.push('\\');
-            }
-            out.push(ch);
-        }
-        out
-    };
-    let mut s = String::new();
-    for (k, v) in [
-        ("C", &subject.c),
-        ("ST", &subject.st),
-        ("L", &subject.l),
-        ("O", &subject.o),
-        ("OU", &subject.ou),
-    ] {
-        if let Some(v) = v {
-            s.push_str(&format!("/{k}={}", esc(v)));
-        }
-    }
-    s.push_str(&format!("/CN={}", esc(&subject.cn)));
-    s
-}
-
 #[async_trait]
 impl Module for PkiCert {
     type Spec = PkiCertSpec;
@@ -666,11 +639,9 @@ impl Module for PkiCert {
                         .map(|f| format!("fix {}: {}", f.path, f.why.join(", ")))
                         .collect::<Vec<_>>()
                         .join("; ");
-                    let plan = CertPlan {
-                        request: req,
-                        reasons: Vec::new(),
+                    let plan = CertPlan::FixAttrs {
                         fixes,
-                        kept: Some(facts.clone()),
+                        kept: facts.clone(),
                     };
                     return Ok(Check::Change(Change::new(plan, summary)));
                 }
@@ -693,11 +664,9 @@ impl Module for PkiCert {
         };
         Ok(Check::Change(
             Change::new(
-                CertPlan {
+                CertPlan::Issue {
                     request: req,
                     reasons,
-                    fixes: Vec::new(),
-                    kept: None,
                 },
                 summary,
             )
@@ -706,12 +675,13 @@ impl Module for PkiCert {
     }
 
     async fn apply(&self, spec: &PkiCertSpec, plan: CertPlan, cx: &TaskCx<'_>) -> Result<Outcome, TaskError> {
-        if let Some(kept) = &plan.kept {
-            return fix_attrs(spec, &plan.fixes, kept, cx).await;
-        }
+        let (req, reasons) = match plan {
+            CertPlan::FixAttrs { fixes, kept } => return fix_attrs(spec, &fixes, &kept, cx).await,
+            CertPlan::Issue { request, reasons } => (request, reasons),
+        };
+        let req = &req;
         let ca = load_ca(spec, cx).await?;
         let now = OffsetDateTime::now_utc();
-        let req = &plan.request;
         let host = cx.conn.host().to_string();
         let cert_attrs = FileAttrs {
             mode: Some(0o644),
@@ -725,36 +695,14 @@ impl Module for PkiCert {
         };
         let (cert_pem, csr_pem) = match spec.key_location {
             KeyLocation::Host => {
-                // One round trip: the folder, a private temp key beside the final one
-                // (same filesystem, so the final `mv` is atomic), and its CSR on stdout.
-                // The temp key's name carries the writer's pid (`PREFIX<pid>.XXXXXX`): one
-                // whose pid no longer runs was left by a crash between `genpkey` and `mv`,
-                // and is removed first (an older name without a pid too).
-                let tmp_prefix = format!("{}/.{}-key.troupe-", spec.dest.trim_end_matches('/'), spec.name);
-                let genpkey: Vec<String> = ["openssl", "genpkey"]
-                    .into_iter()
-                    .chain(req.key_type.openssl_genpkey_args())
-                    .map(quote)
-                    .collect();
-                let script = format!(
-                    "set -e\nmkdir -p -- {dest} || exit 2\n\
-                     command -v openssl >/dev/null 2>&1 || exit 127\numask 077\n\
-                     for o in {prefix}*; do [ -e \"$o\" ] || continue; q=${{o##*.troupe-}}; q=${{q%%.*}}; \
-                     kill -0 \"$q\" 2>/dev/null || [ -d \"/proc/$q\" ] || rm -f -- \"$o\" || :; done\n\
-                     tmp=$(mktemp {prefix}\"$$\".XXXXXX)\n\
-                     if ! {genpkey} -out \"$tmp\" 2>/dev/null; then rm -f \"$tmp\"; echo 'openssl genpkey failed' >&2; exit 1; fi\n\
-                     printf '%s\\n' \"${{tmp##*.troupe-}}\"\n\
-                     if ! openssl req -new -key \"$tmp\" -subj {subj} -outform PEM; then rm -f \"$tmp\"; exit 1; fi\n",
-                    dest = quote(&spec.dest),
-                    prefix = quote(&tmp_prefix),
-                    genpkey = genpkey.join(" "),
-                    subj = quote(&openssl_subj(&req.subject)),
-                );
+                // One round trip makes the key on the host and prints its CSR.
+                let tmp_prefix = host_key::tmp_prefix(&spec.dest, &spec.name);
+                let script = host_key::script(&spec.dest, &tmp_prefix, req.key_type, &req.subject);
                 let out = cx.conn.exec(&Cmd::script(script).internal()).await?;
-                if out.exit_code == 127 {
+                if out.exit_code == host_key::EXIT_NO_OPENSSL {
                     return Err(no_openssl(&host));
                 }
-                if out.exit_code == 2 {
+                if out.exit_code == host_key::EXIT_MKDIR {
                     return Err(TaskError::failed(format!(
                         "cannot create {} on {host}: {}",
                         spec.dest,
@@ -771,11 +719,8 @@ impl Module for PkiCert {
                         "key-location=\"host\" needs `openssl` on the host; install it or use key-location=\"controller\"",
                     ));
                 }
-                // The script prints only mktemp's random suffix: the folder may hold
-                // any byte but NUL, a newline too, so the path is not read back.
                 let stdout = out.stdout_str();
-                let (suffix, csr) = stdout.split_once('\n').unwrap_or((stdout.as_str(), ""));
-                let tmp = format!("{tmp_prefix}{suffix}");
+                let (tmp, csr) = host_key::read_output(&tmp_prefix, &stdout);
                 let signed = crate::pki::issue_from_csr(&ca, req, csr, &format!("CSR from {host}"), now);
                 let cert = match signed {
                     Ok(c) => c,
@@ -787,27 +732,17 @@ impl Module for PkiCert {
                         return Err(e.into());
                     }
                 };
-                if spec.owner.is_some() || spec.group.is_some() {
-                    let who = format!(
-                        "{}:{}",
-                        spec.owner.clone().unwrap_or_default(),
-                        spec.group.clone().unwrap_or_default()
-                    );
-                    let who = who.trim_end_matches(':').to_string();
-                    let out = cx
-                        .conn
-                        .exec(&Cmd::argv(["chown", who.as_str(), "--", tmp.as_str()]).internal())
-                        .await?;
-                    if !out.success() {
+                if let Some(who) = attrs::owner_group(spec.owner.as_deref(), spec.group.as_deref()) {
+                    let chown = attrs::run(cx.conn, &[attrs::chown(&tmp, &who, false)], |stderr| {
+                        TaskError::failed(format!("chown {who} {} on {host}: {stderr}", spec.paths.key))
+                    })
+                    .await;
+                    if let Err(e) = chown {
                         let _ = cx
                             .conn
                             .exec(&Cmd::argv(["rm", "-f", "--", tmp.as_str()]).internal())
                             .await;
-                        return Err(TaskError::failed(format!(
-                            "chown {who} {} on {host}: {}",
-                            spec.paths.key,
-                            out.stderr_str().trim_end()
-                        )));
+                        return Err(e);
                     }
                 }
                 // Key first, then the certificate: if the certificate write fails the
@@ -836,17 +771,10 @@ impl Module for PkiCert {
                 (cert, csr.to_string())
             }
             KeyLocation::Controller => {
-                let mkdir = cx
-                    .conn
-                    .exec(&Cmd::argv(["mkdir", "-p", "--", spec.dest.as_str()]).internal())
-                    .await?;
-                if !mkdir.success() {
-                    return Err(TaskError::failed(format!(
-                        "cannot create {} on {host}: {}",
-                        spec.dest,
-                        mkdir.stderr_str().trim_end()
-                    )));
-                }
+                attrs::run(cx.conn, &[attrs::mkdir(&spec.dest, None)], |stderr| {
+                    TaskError::failed(format!("cannot create {} on {host}: {stderr}", spec.dest))
+                })
+                .await?;
                 let (cert, key) = crate::pki::issue_with_new_key(&ca, req, now).map_err(TaskError::from)?;
                 let csr = if spec.csr {
                     csr_for_key(req, &key).map_err(TaskError::from)?
@@ -868,11 +796,11 @@ impl Module for PkiCert {
                 .await?;
         }
         let facts = inspect(&cert_pem, &spec.paths.cert).map_err(TaskError::from)?;
-        let mut outcome = Outcome::changed(facts_json(spec, &facts, &plan.reasons));
+        let mut outcome = Outcome::changed(facts_json(spec, &facts, &reasons));
         outcome.msg = Some(format!(
             "issued {} ({})",
             spec.paths.cert,
-            plan.reasons
+            reasons
                 .iter()
                 .map(|r| r.to_string())
                 .collect::<Vec<_>>()
@@ -890,37 +818,14 @@ async fn fix_attrs(
     cx: &TaskCx<'_>,
 ) -> Result<Outcome, TaskError> {
     for fix in fixes {
-        let mode = format!("{:04o}", fix.mode);
-        let out = cx
-            .conn
-            .exec(&Cmd::argv(["chmod", mode.as_str(), "--", fix.path.as_str()]).internal())
-            .await?;
-        if !out.success() {
-            return Err(TaskError::failed(format!(
-                "chmod {mode} {}: {}",
-                fix.path,
-                out.stderr_str().trim_end()
-            )));
+        let mut steps = vec![attrs::chmod(&fix.path, fix.mode)];
+        if let Some(who) = attrs::owner_group(fix.owner.as_deref(), fix.group.as_deref()) {
+            steps.push(attrs::chown(&fix.path, &who, false));
         }
-        if fix.owner.is_some() || fix.group.is_some() {
-            let who = match (&fix.owner, &fix.group) {
-                (Some(o), Some(g)) => format!("{o}:{g}"),
-                (Some(o), None) => o.clone(),
-                (None, Some(g)) => format!(":{g}"),
-                (None, None) => unreachable!(),
-            };
-            let out = cx
-                .conn
-                .exec(&Cmd::argv(["chown", who.as_str(), "--", fix.path.as_str()]).internal())
-                .await?;
-            if !out.success() {
-                return Err(TaskError::failed(format!(
-                    "chown {who} {}: {}",
-                    fix.path,
-                    out.stderr_str().trim_end()
-                )));
-            }
-        }
+        attrs::run(cx.conn, &steps, |stderr| {
+            TaskError::failed(format!("could not fix mode/owner of {}: {stderr}", fix.path))
+        })
+        .await?;
     }
     let mut outcome = Outcome::changed(facts_json(spec, kept, &[]));
     outcome.msg = Some(
@@ -1038,7 +943,7 @@ mod tests {
         assert!(
             host.commands()
                 .iter()
-                .any(|c| c == "chmod 0600 -- /etc/etcd/server-key.pem"),
+                .any(|c| c == "sh -c 'chmod 0600 -- /etc/etcd/server-key.pem'"),
             "{:?}",
             host.commands()
         );
@@ -1099,15 +1004,5 @@ mod tests {
                 .contains("say what the certificate is for with exactly one of"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn openssl_subject_is_escaped() {
-        let s = Subject {
-            cn: "a/b=c".into(),
-            o: Some("x+y".into()),
-            ..Subject::default()
-        };
-        assert_eq!(openssl_subj(&s), r"/O=x\+y/CN=a\/b\=c");
     }
 }

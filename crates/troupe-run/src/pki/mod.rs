@@ -11,10 +11,12 @@
 //! Layout: [`keys`] (key types, generation, loading any PEM private key),
 //! [`issue`] (requests, CA creation, signing), [`inspect`] (facts from a certificate,
 //! the reissue decision), [`cfssl`] (importing cfssl JSON), [`naming`] (file names),
-//! [`guard`] (telling a CA's key, hiding private keys in diffs).
+//! [`guard`] (telling a CA's key, hiding private keys in diffs), [`host_key`] (the
+//! script that makes a key on the host and prints its CSR).
 
 pub mod cfssl;
 pub mod guard;
+pub mod host_key;
 pub mod inspect;
 pub mod issue;
 pub mod keys;
