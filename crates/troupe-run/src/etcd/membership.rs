@@ -10,7 +10,7 @@
 
 use std::time::SystemTime;
 
-use super::client::{MemberInfo, hex_id, same_url};
+use super::views::{MemberInfo, hex_id, same_url};
 use super::{EtcdError, ago};
 
 /// A member's health from the reference member's point of view.

@@ -7,23 +7,29 @@
 //! ([`membership`]) that unit tests drive with a fake view, apart from the I/O
 //! ([`client`]) that builds that view from a live cluster.
 //!
-//! - [`client`]: connect (directly or through the task host's SSH connection),
-//!   member list, per-endpoint status, health judged through an existing member,
-//!   add / promote / remove with etcd's transient refusals retried.
+//! - [`dial`]: how to reach the client URLs (TLS, directly or through the task host's
+//!   SSH connection), each request with a deadline.
+//! - [`views`]: members, endpoint status and cluster health, as data.
+//! - [`client`]: connect through the first member that answers, member list, health
+//!   judged through it, add / promote / remove with etcd's transient refusals retried.
 //! - [`membership`]: given the view and the desired member, decide what to do.
 //! - [`snapshot`]: save a verified snapshot on the controller and keep the last N.
 //! - [`journal`]: when troupe added which member, so a stuck join can say how long ago.
 //! - [`wal`]: whose data a data dir holds (member and cluster ID), read from its WAL.
 
 pub mod client;
+pub mod dial;
 pub mod journal;
 pub mod membership;
 pub mod snapshot;
 pub mod tunnel;
+pub mod views;
 pub mod wal;
 
-pub use client::{ClusterHealth, Dialer, EndpointStatus, Etcd, MemberHealth, MemberInfo, Route, TlsPem};
+pub use client::Etcd;
+pub use dial::{Dialer, Route, TlsPem};
 pub use membership::{Decision, Goal, Want, decide};
+pub use views::{ClusterHealth, EndpointStatus, MemberHealth, MemberInfo};
 
 /// Everything that can go wrong talking to etcd or that etcd's state forbids. Each
 /// variant describes the cluster, not the RPC that noticed it.

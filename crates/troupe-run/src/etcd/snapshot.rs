@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::EtcdError;
-use super::client::Dialer;
+use super::dial::Dialer;
 
 /// bbolt's magic number, at offset 16 of its first meta page.
 const BOLT_MAGIC: u32 = 0xED0C_DAED;
@@ -75,7 +75,7 @@ pub async fn save(dialer: &Dialer, endpoint: &str, dest: &Path) -> Result<Snapsh
     let mut stream = tokio::time::timeout(dialer.request_timeout, client.snapshot())
         .await
         .map_err(|_| err(dest, format!("{endpoint} did not start sending a snapshot")))?
-        .map_err(|e| err(dest, format!("{endpoint}: {}", super::client::describe(&e))))?;
+        .map_err(|e| err(dest, format!("{endpoint}: {}", super::dial::describe(&e))))?;
     // `create_new` is O_CREAT|O_EXCL: it fails on anything already at the name, a
     // symlink included, instead of writing through it. The mode applies from creation.
     let mut file = tokio::fs::OpenOptions::new()
@@ -104,7 +104,7 @@ pub async fn save(dialer: &Dialer, endpoint: &str, dest: &Path) -> Result<Snapsh
                         format!("{endpoint} stopped sending for {}s", idle.as_secs()),
                     )
                 })?
-                .map_err(|e| err(dest, format!("{endpoint}: {}", super::client::describe(&e))))?;
+                .map_err(|e| err(dest, format!("{endpoint}: {}", super::dial::describe(&e))))?;
             let Some(msg) = msg else { break };
             file.write_all(msg.blob())
                 .await

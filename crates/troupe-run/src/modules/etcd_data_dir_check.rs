@@ -15,7 +15,7 @@ use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
 use crate::connection::Cmd;
 use crate::connection::shell::quote;
-use crate::etcd::client::same_url;
+use crate::etcd::views::same_url;
 use crate::etcd::wal::{self, WalIdentity};
 use crate::etcd::{EtcdError, MemberInfo};
 use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};

@@ -11,7 +11,7 @@ use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
-use crate::etcd::client::hex_id;
+use crate::etcd::views::hex_id;
 use crate::etcd::{ClusterHealth, EtcdError, human, journal};
 use crate::module::{Check, Module, Outcome, TaskCx, TaskError};
 

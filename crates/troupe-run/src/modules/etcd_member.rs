@@ -17,8 +17,8 @@ use troupe_dsl::registry::{ArgDefault, ArgKind, ArgSpec, ModuleSpec};
 
 use super::args::Reader;
 use super::etcd_args::{self, EtcdConn};
-use crate::etcd::client::hex_id;
 use crate::etcd::membership::{Decision, Goal, Want};
+use crate::etcd::views::hex_id;
 use crate::etcd::{ClusterHealth, Etcd, EtcdError, MemberInfo, decide, journal};
 use crate::module::{Change, Check, Module, Outcome, TaskCx, TaskError};
 
@@ -98,7 +98,7 @@ fn outcome_data(health: &ClusterHealth, want: &Want) -> Value {
     let member = health.members.iter().map(|m| &m.member).find(|m| {
         m.peer_urls
             .iter()
-            .any(|p| crate::etcd::client::same_url(p, &want.peer_url))
+            .any(|p| crate::etcd::views::same_url(p, &want.peer_url))
     });
     members_data(
         &health.cluster_id,
@@ -114,14 +114,14 @@ fn outcome_data(health: &ClusterHealth, want: &Want) -> Value {
 
 fn members_data(cluster_id: &str, members: &[MemberInfo], member: Option<&MemberInfo>, want: &Want) -> Value {
     let mut members = members.to_vec();
-    crate::etcd::client::sort_members(&mut members);
+    crate::etcd::views::sort_members(&mut members);
     let members = &members[..];
     let mut initial = Vec::new();
     for m in members {
         let is_mine = m
             .peer_urls
             .iter()
-            .any(|p| crate::etcd::client::same_url(p, &want.peer_url));
+            .any(|p| crate::etcd::views::same_url(p, &want.peer_url));
         let name = if is_mine {
             want.name.clone()
         } else {
@@ -183,7 +183,7 @@ impl Module for EtcdMember {
             }
         };
         if !peer_url.is_empty() {
-            crate::etcd::client::split_url(&peer_url).map_err(|e| TaskError::bad_arg("peer-url", e))?;
+            crate::etcd::dial::split_url(&peer_url).map_err(|e| TaskError::bad_arg("peer-url", e))?;
         }
         if !peer_url.is_empty() && !peer_url.starts_with("https://") && !peer_url.starts_with("http://") {
             return Err(TaskError::bad_arg(
@@ -307,7 +307,7 @@ async fn find_mine(etcd: &mut Etcd, want: &Want) -> Result<MemberInfo, TaskError
         .find(|m| {
             m.peer_urls
                 .iter()
-                .any(|p| crate::etcd::client::same_url(p, &want.peer_url))
+                .any(|p| crate::etcd::views::same_url(p, &want.peer_url))
         })
         .ok_or_else(|| {
             EtcdError::NotAMember {
