@@ -30,6 +30,7 @@ use crate::decode::Cx;
 use crate::decode::value::{node_value, scalar};
 use crate::errors::{DslError, suggest};
 use crate::model::Arg;
+use crate::pattern::glob_match;
 use crate::registry::{ArgKind, ModuleSpec};
 
 /// Whether a string is a template that can only be checked once rendered.
@@ -64,12 +65,16 @@ pub(crate) fn check_templates(
     }
 }
 
-/// Decodes and checks the arguments of a module node.
+/// Decodes and checks the arguments of a module node. `defaults` (from `module-defaults`,
+/// already checked against this module) fill in what the node does not give, before the
+/// required and one-of checks: a default never overrides an argument the task writes,
+/// nor stands beside one of its `one_of` alternatives.
 pub(crate) fn module_args(
     cx: &mut Cx,
     env: &mut Environment<'static>,
     spec: &ModuleSpec,
     node: &KdlNode,
+    defaults: &IndexMap<String, Arg>,
 ) -> IndexMap<String, Arg> {
     let module = spec.name;
     let mut args: IndexMap<String, Arg> = IndexMap::new();
@@ -165,6 +170,17 @@ pub(crate) fn module_args(
         );
     }
 
+    let given: Vec<String> = args.keys().cloned().collect();
+    for (name, arg) in defaults {
+        let alternative_given = spec
+            .one_of
+            .iter()
+            .any(|set| set.contains(&name.as_str()) && set.iter().any(|a| given.iter().any(|g| g == a)));
+        if !args.contains_key(name) && !alternative_given {
+            args.insert(name.clone(), arg.clone());
+        }
+    }
+
     for arg in spec.args.iter().filter(|a| a.required) {
         if !args.contains_key(arg.name) && !suggested.contains(&arg.name) {
             let how = if arg.positional {
@@ -201,6 +217,146 @@ pub(crate) fn module_args(
         }
     }
     args
+}
+
+/// One `module-defaults "GLOB" { name value .. }` block: arguments every task whose
+/// module the glob matches gets when it does not give them itself.
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleDefaults {
+    pub(crate) glob: String,
+    pub(crate) args: IndexMap<String, Arg>,
+}
+
+impl ModuleDefaults {
+    pub(crate) fn matches(&self, module: &str) -> bool {
+        glob_match(&self.glob, module)
+    }
+}
+
+/// Decodes a `module-defaults` node and checks each argument against every module of
+/// `modules` the glob matches: a default one of them does not take, or of a type one
+/// of them refuses, is an error here (not at the task that would receive it).
+pub(crate) fn module_defaults(
+    cx: &mut Cx,
+    env: &mut Environment<'static>,
+    modules: &[&ModuleSpec],
+    node: &KdlNode,
+) -> Option<ModuleDefaults> {
+    cx.extra_args(
+        node,
+        1,
+        "name the modules once and give the arguments as properties or children: `module-defaults \"etcd-*\" { endpoints \"..\" }`",
+    );
+    let (glob, span) = cx.name_arg(
+        node,
+        "a module name or glob",
+        "`module-defaults \"etcd-*\" { .. }`",
+    )?;
+    let matched: Vec<&ModuleSpec> = modules
+        .iter()
+        .copied()
+        .filter(|m| glob_match(&glob, m.name))
+        .collect();
+    if matched.is_empty() {
+        let names = modules.iter().map(|m| m.name);
+        let help = if crate::pattern::is_glob(&glob) {
+            Some(format!(
+                "the glob is matched against module names: {}",
+                list(&names.collect::<Vec<_>>())
+            ))
+        } else {
+            suggest(&glob, names)
+        };
+        cx.error(DslError::NoModuleMatches { glob, span, help });
+        return None;
+    }
+    let matched_names: Vec<&str> = matched.iter().map(|m| m.name).collect();
+    let mut args: IndexMap<String, Arg> = IndexMap::new();
+    let mut spans: Vec<SourceSpan> = Vec::new();
+    let mut add = |cx: &mut Cx,
+                   name: &str,
+                   name_span: SourceSpan,
+                   value: Option<Value>,
+                   span: SourceSpan,
+                   entry: Option<&KdlEntry>| {
+        if let Some(i) = args.get_index_of(name) {
+            cx.error(DslError::Duplicate {
+                kind: "argument",
+                name: name.to_string(),
+                span: name_span,
+                first: spans.get(i).copied(),
+                help: Some("give each argument once".into()),
+            });
+            return;
+        }
+        let lacking: Vec<&str> = matched
+            .iter()
+            .filter(|m| m.arg(name).is_none())
+            .map(|m| m.name)
+            .collect();
+        if !lacking.is_empty() {
+            let help = if lacking.len() == matched.len() {
+                let known: Vec<&str> = {
+                    let mut k: Vec<&str> = Vec::new();
+                    for a in matched.iter().flat_map(|m| m.args) {
+                        if !k.contains(&a.name) {
+                            k.push(a.name);
+                        }
+                    }
+                    k
+                };
+                suggest(name, known)
+            } else {
+                Some(format!(
+                    "`{glob}` matches {}: narrow it to the modules that take `{name}`, or give `{name}` in their tasks",
+                    list(&matched_names)
+                ))
+            };
+            cx.error(DslError::UnknownDefault {
+                glob: glob.clone(),
+                name: name.to_string(),
+                modules: list(&lacking),
+                span: name_span,
+                help,
+            });
+            return;
+        }
+        let Some(value) = value else { return };
+        let mut kinds: Vec<ArgKind> = Vec::new();
+        for m in &matched {
+            let Some(arg) = m.arg(name) else { continue };
+            if !kinds.contains(&arg.kind) {
+                kinds.push(arg.kind);
+                check_kind(cx, env, m.name, arg.name, arg.kind, &value, span, entry);
+            }
+        }
+        args.insert(
+            name.to_string(),
+            Arg {
+                value,
+                loc: cx.loc(span),
+            },
+        );
+        spans.push(name_span);
+    };
+    for e in node.entries() {
+        if let Some(key) = e.name() {
+            let v = scalar(cx, e);
+            add(cx, key.value(), key.span(), v, e.span(), Some(e));
+        }
+    }
+    for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
+        let v = node_value(cx, child);
+        add(
+            cx,
+            child.name().value(),
+            child.name().span(),
+            v,
+            child.span(),
+            None,
+        );
+    }
+    Some(ModuleDefaults { glob, args })
 }
 
 fn list(names: &[&str]) -> String {

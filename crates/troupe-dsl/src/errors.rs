@@ -213,6 +213,39 @@ pub enum DslError {
         help: String,
     },
 
+    #[error("role `{role}` has no entry point `{name}`")]
+    #[diagnostic(code(troupe::dsl::unknown_entry_point))]
+    UnknownEntryPoint {
+        role: String,
+        name: String,
+        #[label("no such task file in the role")]
+        span: SourceSpan,
+        #[help]
+        help: String,
+    },
+
+    #[error("`module-defaults \"{glob}\"` matches no module")]
+    #[diagnostic(code(troupe::dsl::no_module_matches))]
+    NoModuleMatches {
+        glob: String,
+        #[label("no module has this name")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
+    #[error("`{name}` in `module-defaults \"{glob}\"` is not an argument of {modules}")]
+    #[diagnostic(code(troupe::dsl::unknown_default))]
+    UnknownDefault {
+        glob: String,
+        name: String,
+        modules: String,
+        #[label("not taken by every module this block applies to")]
+        span: SourceSpan,
+        #[help]
+        help: Option<String>,
+    },
+
     #[error("cannot read {what} `{path}`: {message}")]
     #[diagnostic(code(troupe::dsl::io))]
     Io {

@@ -32,18 +32,18 @@ use miette::SourceSpan;
 use minijinja::Environment;
 
 use crate::LoadOptions;
-use crate::args::{is_template, module_args};
+use crate::args::{ModuleDefaults, is_template, module_args};
 use crate::decode::value::{check_identifier, node_value, vars_node};
 use crate::decode::{Cx, ReadError, read};
 use crate::errors::{DslError, Problems, suggest};
 use crate::model::{
-    Expr, HostPattern, Inventory, Loop, Play, Playbook, RoleRef, Serial, Sources, Task, Vars,
+    Arg, Expr, HostPattern, Inventory, Loop, Play, Playbook, RoleRef, Serial, Sources, Task, Vars,
 };
 use crate::registry::ModuleSpec;
 use crate::source::SourceFile;
 
 const PLAY_PROPS: &[&str] = &["hosts", "serial", "max-fail-percent"];
-const PLAY_CHILDREN: &[&str] = &["vars", "task", "role", "handler", "include"];
+const PLAY_CHILDREN: &[&str] = &["vars", "module-defaults", "task", "role", "handler", "include"];
 const TASK_FILE_NODES: &[&str] = &["task", "include", "role"];
 /// Task keywords: each may be a property (`when="x"`) or a child node (`when "x"`).
 const TASK_KEYWORDS: &[&str] = &[
@@ -124,15 +124,45 @@ struct PlayState {
     handler_names: HashMap<String, (Arc<SourceFile>, SourceSpan)>,
     notifies: Vec<(String, SourceSpan, Arc<SourceFile>)>,
     role_handlers: HashSet<PathBuf>,
+    /// The play's `module-defaults` blocks, in the order written.
+    module_defaults: Vec<ModuleDefaults>,
 }
 
 struct RoleFiles {
-    tasks: PathBuf,
+    /// The default entry point: `tasks.kdl` or `tasks/main.kdl`, if the role has one.
+    tasks: Option<PathBuf>,
+    /// Every entry point `role NAME tasks="ENTRY"` may name, by name, sorted: the
+    /// `.kdl` files in the role's folder (but `defaults.kdl` and `handlers.kdl`), then
+    /// those in its `tasks/` folder.
+    entries: Vec<(String, PathBuf)>,
     handlers: Option<PathBuf>,
     defaults: Vars,
+    /// The `module-defaults` blocks of the role's `defaults.kdl`, in the order written.
+    module_defaults: Vec<ModuleDefaults>,
+}
+
+impl RoleFiles {
+    fn entry(&self, name: &str) -> Option<&PathBuf> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
+
+    /// The entry points as file names relative to the role folder, for help texts.
+    fn entry_list(&self, dir: &Path) -> String {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(_, p)| format!("`{}`", p.strip_prefix(dir).unwrap_or(p).display()))
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
 }
 
 struct Loader<'a> {
+    specs: &'a [ModuleSpec],
     modules: HashMap<&'static str, &'a ModuleSpec>,
     module_names: Vec<&'static str>,
     opts: &'a LoadOptions,
@@ -149,6 +179,7 @@ impl<'a> Loader<'a> {
         let mut sources = Sources::default();
         sources.files.insert(main.path.clone(), main.text.clone());
         Loader {
+            specs: modules,
             modules: modules.iter().map(|m| (m.name, m)).collect(),
             module_names: modules.iter().map(|m| m.name).collect(),
             opts,
@@ -199,10 +230,20 @@ impl<'a> Loader<'a> {
         }
 
         let mut state = PlayState::default();
+        // module defaults first, wherever they are written: every task of the play
+        // (role tasks and handlers too) gets them
+        for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
+            if child.name().value() == "module-defaults"
+                && let Some(d) = self.module_defaults(cx, child)
+            {
+                state.module_defaults.push(d);
+            }
+        }
         let mut vars = Vars::new();
         let mut vars_seen: Option<SourceSpan> = None;
         for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
             match child.name().value() {
+                "module-defaults" => {}
                 "vars" => {
                     if let Some(first) = vars_seen {
                         cx.error(DslError::Duplicate {
@@ -239,6 +280,36 @@ impl<'a> Loader<'a> {
             search_dirs: vec![dir.join("templates"), dir.join("files"), dir],
             loc: cx.loc(node.span()),
         })
+    }
+
+    fn module_defaults(&mut self, cx: &mut Cx, node: &KdlNode) -> Option<ModuleDefaults> {
+        let specs: Vec<&ModuleSpec> = self.specs.iter().collect();
+        crate::args::module_defaults(cx, &mut self.env, &specs, node)
+    }
+
+    /// The `module-defaults` arguments a task of `module` gets, each from the nearest
+    /// scope that gives it: the task's role (its `defaults.kdl`), then the play; within
+    /// a scope a later block wins over an earlier one. The task's own arguments win
+    /// over all of them (`module_args`).
+    fn defaults_for(
+        &self,
+        module: &str,
+        role: Option<&Arc<RoleRef>>,
+        state: &PlayState,
+    ) -> IndexMap<String, Arg> {
+        let role_blocks = role
+            .and_then(|r| self.roles.get(&r.dir))
+            .map(|f| f.module_defaults.as_slice())
+            .unwrap_or_default();
+        let mut out = IndexMap::new();
+        for block in role_blocks.iter().rev().chain(state.module_defaults.iter().rev()) {
+            if block.matches(module) {
+                for (k, v) in &block.args {
+                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        out
     }
 
     fn unexpected(&mut self, cx: &mut Cx, node: &KdlNode, name: &str, context: &'static str, known: &[&str]) {
@@ -414,8 +485,9 @@ impl<'a> Loader<'a> {
             module = Some(child);
             match self.modules.get(cname).copied() {
                 Some(spec) => {
+                    let defaults = self.defaults_for(spec.name, role, state);
                     task.module = spec.name.to_string();
-                    task.args = module_args(cx, &mut self.env, spec, child);
+                    task.args = module_args(cx, &mut self.env, spec, child, &defaults);
                 }
                 None => {
                     let help = if ["task", "include", "role", "handler", "play"].contains(&cname) {
@@ -644,7 +716,7 @@ impl<'a> Loader<'a> {
     fn include(&mut self, cx: &mut Cx, node: &KdlNode, role: Option<&Arc<RoleRef>>, state: &mut PlayState) {
         cx.extra_args(node, 1, "`include \"file.kdl\"` names one file");
         cx.no_children(node);
-        let gate = self.gate(cx, node, "include");
+        let gate = self.gate(cx, node, "include", &[]);
         let Some((rel, span)) = cx.name_arg(node, "a file name", "`include \"tasks/backup.kdl\"`") else {
             return;
         };
@@ -654,15 +726,24 @@ impl<'a> Loader<'a> {
         gate.apply(&mut state.tasks[start..]);
     }
 
-    /// The `when=` and `tags=` properties of a `role` or `include` node.
-    fn gate(&mut self, cx: &mut Cx, node: &KdlNode, kind: &str) -> Gate {
+    /// The `when=` and `tags=` properties of a `role` or `include` node; `also` names
+    /// the other properties the caller reads itself.
+    fn gate(&mut self, cx: &mut Cx, node: &KdlNode, kind: &str, also: &[&str]) -> Gate {
         let mut gate = Gate::default();
+        let mut seen = Vec::new();
         for e in node.entries().iter() {
             let Some(name) = e.name() else { continue };
+            if cx.repeated(&mut seen, name.value(), e.span()) {
+                continue;
+            }
             match name.value() {
                 "when" => gate.when = self.expr(cx, "when", e),
                 "tags" => tags(cx, e, &mut gate.tags),
-                other => cx.unknown_prop(kind, other, e.span(), &["when", "tags"]),
+                other if also.contains(&other) => {}
+                other => {
+                    let known: Vec<&str> = ["when", "tags"].iter().chain(also).copied().collect();
+                    cx.unknown_prop(kind, other, e.span(), &known)
+                }
             }
         }
         gate
@@ -750,7 +831,15 @@ impl<'a> Loader<'a> {
 
     fn role(&mut self, cx: &mut Cx, node: &KdlNode, state: &mut PlayState) {
         cx.extra_args(node, 1, "`role NAME { vars { .. } }`");
-        let gate = self.gate(cx, node, "role");
+        let gate = self.gate(cx, node, "role", &["tasks"]);
+        let entry = node
+            .entries()
+            .iter()
+            .find(|e| e.name().is_some_and(|n| n.value() == "tasks"))
+            .and_then(|e| {
+                cx.string(e, "`tasks` (the role's entry point)")
+                    .map(|v| (v, e.span()))
+            });
         let Some((name, span)) = cx.name_arg(node, "a role name", "`role etcd-node`") else {
             return;
         };
@@ -791,6 +880,47 @@ impl<'a> Loader<'a> {
             Some(f) => f,
             None => return,
         };
+        let tasks = match &entry {
+            Some((entry, entry_span)) => match files.entry(entry) {
+                Some(path) => path.clone(),
+                None => {
+                    let list = files.entry_list(&dir);
+                    let help = if let Some(stem) = entry.strip_suffix(".kdl") {
+                        format!("name the entry point without `.kdl`: tasks=\"{stem}\"")
+                    } else {
+                        let entry_points = format!("the entry points of `{name}` are its task files: {list}");
+                        match suggest(entry, files.entries.iter().map(|(n, _)| n.as_str()))
+                            .filter(|s| s.starts_with("did you mean"))
+                        {
+                            Some(close) => format!("{close} {entry_points}"),
+                            None => entry_points,
+                        }
+                    };
+                    cx.error(DslError::UnknownEntryPoint {
+                        role: name,
+                        name: entry.clone(),
+                        span: *entry_span,
+                        help,
+                    });
+                    return;
+                }
+            },
+            None => match &files.tasks {
+                Some(path) => path.clone(),
+                None => {
+                    cx.error(DslError::Io {
+                        what: "role",
+                        path: dir.display().to_string(),
+                        message: format!(
+                            "it has no tasks.kdl (or tasks/main.kdl) to run by default; name an entry point with tasks=\"..\" (it has {})",
+                            files.entry_list(&dir)
+                        ),
+                        span: Some(span),
+                    });
+                    return;
+                }
+            },
+        };
         let role = Arc::new(RoleRef {
             name,
             dir: dir.clone(),
@@ -798,7 +928,7 @@ impl<'a> Loader<'a> {
             vars,
         });
         let start = state.tasks.len();
-        self.task_file(cx, &files.tasks, span, Some(&role), state, "role tasks");
+        self.task_file(cx, &tasks, span, Some(&role), state, "role tasks");
         gate.apply(&mut state.tasks[start..]);
         if let Some(h) = &files.handlers
             && state.role_handlers.insert(dir)
@@ -815,31 +945,35 @@ impl<'a> Loader<'a> {
         let tasks = [dir.join("tasks.kdl"), dir.join("tasks").join("main.kdl")]
             .into_iter()
             .find(|p| p.is_file());
-        let Some(tasks) = tasks else {
-            cx.error(DslError::Io {
-                what: "role",
-                path: dir.display().to_string(),
-                message: "it has no tasks.kdl (or tasks/main.kdl)".into(),
-                span: Some(span),
-            });
-            return None;
-        };
+        let entries = entry_points(dir);
         let handlers = Some(dir.join("handlers.kdl")).filter(|p| p.is_file());
         let defaults_path = dir.join("defaults.kdl");
         let mut defaults = Vars::new();
+        let mut module_defaults = Vec::new();
         if defaults_path.is_file()
             && let Some(file) = self.open(cx, &defaults_path, span, "role defaults")
         {
             cx.in_file(file, |cx| {
                 if let Some(doc) = cx.parse() {
-                    crate::decode::value::vars_block(cx, &doc, &mut defaults);
+                    // variables, and `module-defaults` blocks for the role's tasks
+                    let is_md = |n: &KdlNode| n.name().value() == "module-defaults";
+                    let mut vars_doc = doc.clone();
+                    vars_doc.nodes_mut().retain(|n| !is_md(n));
+                    crate::decode::value::vars_block(cx, &vars_doc, &mut defaults);
+                    for node in doc.nodes().iter().filter(|n| is_md(n)) {
+                        if let Some(d) = self.module_defaults(cx, node) {
+                            module_defaults.push(d);
+                        }
+                    }
                 }
             });
         }
         let files = Arc::new(RoleFiles {
             tasks,
+            entries,
             handlers,
             defaults,
+            module_defaults,
         });
         self.roles.insert(dir.to_path_buf(), files.clone());
         Some(files)
@@ -870,6 +1004,29 @@ impl<'a> Loader<'a> {
             }
         });
     }
+}
+
+/// The entry points of a role folder (see [`RoleFiles::entries`]).
+fn entry_points(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for (folder, top) in [(dir.to_path_buf(), true), (dir.join("tasks"), false)] {
+        let Ok(listing) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut files: Vec<(String, PathBuf)> = listing
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "kdl") && p.is_file())
+            .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p)))
+            .filter(|(n, _)| !(top && (n == "defaults" || n == "handlers")))
+            .collect();
+        files.sort();
+        for (name, path) in files {
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, path));
+            }
+        }
+    }
+    out
 }
 
 /// Tags from one value (`"a"` or `"a,b"`), added to `out` without repeats.

@@ -155,7 +155,12 @@ pub fn playbook_summary(pb: &Playbook) -> String {
 fn task_summary(out: &mut String, kind: &str, t: &Task) {
     let _ = writeln!(out, "  {kind} {:?} at {} module={}", t.name, t.loc, t.module);
     for (name, arg) in &t.args {
-        let _ = writeln!(out, "    {name} = {} (col {})", arg.value, arg.loc.column);
+        if arg.loc.file == t.loc.file {
+            let _ = writeln!(out, "    {name} = {} (col {})", arg.value, arg.loc.column);
+        } else {
+            // from a `module-defaults` block in another file
+            let _ = writeln!(out, "    {name} = {} (at {})", arg.value, arg.loc);
+        }
     }
     let mut keywords = Vec::new();
     if let Some(e) = &t.when {

@@ -91,6 +91,18 @@ static MEMBER_ARGS: &[ArgSpec] = &[
     ArgSpec::new("endpoints", ArgKind::List, "Client URLs of running members."),
 ];
 
+static HEALTH_ARGS: &[ArgSpec] = &[
+    req(ArgSpec::new(
+        "endpoints",
+        ArgKind::List,
+        "Client URLs of running members.",
+    )),
+    ArgSpec::new("ca", ArgKind::Path, "CA certificate."),
+    ArgSpec::new("cert", ArgKind::Path, "Client certificate."),
+    ArgSpec::new("key", ArgKind::Path, "Client key."),
+    ArgSpec::new("timeout", ArgKind::Duration, "Give up after."),
+];
+
 const fn module(name: &'static str, args: &'static [ArgSpec]) -> ModuleSpec {
     ModuleSpec {
         name,
@@ -115,4 +127,5 @@ pub static MODULES: &[ModuleSpec] = &[
     module("debug", DEBUG_ARGS),
     module("wait-for", WAIT_ARGS),
     module("etcd-member", MEMBER_ARGS),
+    module("etcd-health", HEALTH_ARGS),
 ];
