@@ -1,5 +1,6 @@
-//! The lab fixture for end-to-end tests: real sshd hosts from `xtask::lab`, the real
-//! `troupe` binary, and an OpenSSH client to look at the hosts afterwards.
+//! The lab fixture for end-to-end tests: real Debian machines from `xtask::lab` (systemd,
+//! own `/etc`, users `root`, `deploy`, `operator`), the real `troupe` binary, and an
+//! OpenSSH client to look at the hosts afterwards.
 //!
 //! ```no_run
 //! let lab = troupe_tests::Lab::shared();            // 3 hosts, shared by the test binary
@@ -8,7 +9,7 @@
 //! assert_eq!(lab.ssh_ok("podc01", &format!("cat {dir}/x")), "hello\n");
 //! ```
 //!
-//! Labs: [`Lab::shared`] starts one 3-host lab the first time a test asks and keeps it
+//! Labs: [`Lab::shared`] boots one 3-host lab the first time a test asks and keeps it
 //! for the whole test process; tests share it by working under their own
 //! [`Lab::scratch`] directory. A test that needs hosts of its own (stopping a sshd,
 //! changing keys) takes [`Lab::start`] with a distinct name, which gives it a distinct
@@ -47,6 +48,15 @@ impl Lab {
     /// test processes running at the same time never touch each other's labs; labs
     /// of test processes that have exited are forgotten first.
     pub fn start(name: &str, n: usize) -> Lab {
+        Self::start_kind(name, n, xtask::lab::Kind::Light)
+    }
+
+    /// [`Lab::start`] with real Debian machines (systemd-nspawn).
+    pub fn machines(name: &str, n: usize) -> Lab {
+        Self::start_kind(name, n, xtask::lab::Kind::System)
+    }
+
+    fn start_kind(name: &str, n: usize, kind: xtask::lab::Kind) -> Lab {
         static PRUNED: std::sync::Once = std::sync::Once::new();
         PRUNED.call_once(|| {
             if let Err(e) = xtask::lab::prune_test_labs() {
@@ -54,7 +64,7 @@ impl Lab {
             }
         });
         let full = xtask::lab::test_lab_name(std::process::id(), name);
-        match xtask::lab::up(&full, n) {
+        match xtask::lab::up_kind(&full, n, kind) {
             Ok(info) => Lab { info, owned: true },
             Err(e) => panic!("cannot start lab {full}: {e:#}"),
         }
@@ -104,14 +114,34 @@ impl Lab {
         &self.info.dir
     }
 
-    /// The directory bind-mounted over `mount` (e.g. "/etc/kubernetes") on `host`,
-    /// as seen from the controller.
-    pub fn host_path(&self, host: &str, mount: &str) -> PathBuf {
+    /// Path `path` (absolute, e.g. "/etc/kubernetes") of `host`'s own file system, as
+    /// seen from the controller: under the machine's root (its overlay's merged
+    /// directory), or for a light lab the directory bind-mounted there.
+    pub fn host_path(&self, host: &str, path: &str) -> PathBuf {
+        let h = self.host(host);
+        if let Some(root) = h.root() {
+            return root.join(path.trim_start_matches('/'));
+        }
         let (sub, _) = xtask::lab::MOUNTS
             .iter()
-            .find(|(_, m)| *m == mount)
-            .unwrap_or_else(|| panic!("{mount} is not a per-host directory of the lab"));
+            .find(|(_, m)| *m == path)
+            .unwrap_or_else(|| panic!("{path} is not a per-host directory of the light lab"));
         self.info.host_dir(host).join(sub)
+    }
+
+    /// The controller pid of `host`'s sshd listener (to signal or freeze it).
+    pub fn sshd_pid(&self, host: &str) -> u32 {
+        self.host(host)
+            .sshd_pid()
+            .unwrap_or_else(|| panic!("{host} has no running sshd"))
+    }
+
+    /// The sudo password of the `operator` user on every host.
+    pub fn operator_password(&self) -> String {
+        std::fs::read_to_string(self.info.operator_password_path())
+            .expect("the lab's operator-password file")
+            .trim()
+            .to_string()
     }
 
     pub fn inventory_path(&self) -> PathBuf {
@@ -132,11 +162,16 @@ impl Lab {
         SshOptions::with_key("root", self.key_path(), self.known_hosts_path())
     }
 
-    /// Run `cmd` on `host` through the OpenSSH client (a fresh connection, strict host
-    /// key checking against the lab's known_hosts), for assertions.
+    /// Run `cmd` on `host` as root through the OpenSSH client (a fresh connection,
+    /// strict host key checking against the lab's known_hosts), for assertions.
     pub fn ssh(&self, host: &str, cmd: &str) -> Output {
+        self.ssh_as("root", host, cmd)
+    }
+
+    /// [`Lab::ssh`] as `user` (`deploy`, `operator`: they have the lab's key too).
+    pub fn ssh_as(&self, user: &str, host: &str, cmd: &str) -> Output {
         Command::new("ssh")
-            .args(self.info.ssh_args())
+            .args(self.info.ssh_args_as(user))
             .arg(self.address(host))
             .arg(cmd)
             .stdin(Stdio::null())

@@ -243,7 +243,7 @@ fn lab_run_killed_after_member_add_converges_and_unreachable_node_stops_the_chan
     assert_eq!(members(lab, "podc01"), voters(&["podc01", "podc02", "podc03"]));
 
     // podc04's sshd is down: the run stops before any member is added.
-    let pid = lab.host("podc04").sshd_pid;
+    let pid = lab.sshd_pid("podc04");
     assert!(
         std::process::Command::new("kill")
             .arg(pid.to_string())

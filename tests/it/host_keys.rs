@@ -54,7 +54,7 @@ fn lab() -> &'static Lab {
             hdir.join("ssh_host_ed25519_key-cert.pub").display()
         ));
         std::fs::write(&config, text).unwrap();
-        let pid = lab.host("podc01").sshd_pid.to_string();
+        let pid = lab.sshd_pid("podc01").to_string();
         assert!(
             Command::new("kill")
                 .args(["-HUP", &pid])

@@ -54,7 +54,7 @@ fn kill(sig: &str, pids: &BTreeSet<u32>) {
 fn freeze(lab: &Lab, host: &str) -> BTreeSet<u32> {
     let mut stopped = BTreeSet::new();
     loop {
-        let now = tree(lab.host(host).sshd_pid);
+        let now = tree(lab.sshd_pid(host));
         let new: BTreeSet<u32> = now.difference(&stopped).copied().collect();
         if new.is_empty() {
             return stopped;

@@ -21,7 +21,7 @@ fn max_sessions(lab: &Lab, n: u32) {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&path, text + "\n").unwrap();
-    let pid = lab.host("podc01").sshd_pid;
+    let pid = lab.sshd_pid("podc01");
     assert!(
         std::process::Command::new("kill")
             .args(["-HUP", &pid.to_string()])

@@ -24,6 +24,10 @@ pub const NEEDED: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     ("nsenter", "util-linux"),
     ("ss", "iproute2"),
+    // the real lab: the Debian base root and its machines
+    ("mmdebstrap", "mmdebstrap"),
+    ("systemd-nspawn", "systemd-container"),
+    ("dpkg-deb", "dpkg"),
 ];
 
 /// Files the build needs that no command stands for, and the package that provides each.
@@ -50,6 +54,9 @@ pub const PACKAGES: &[&str] = &[
     "openssl",
     "iproute2",
     "util-linux",
+    "mmdebstrap",
+    "systemd-container",
+    "dpkg",
 ];
 
 const SEARCH_PATH: &[&str] = &[

@@ -1,52 +1,62 @@
-//! The local lab: N "hosts" on one machine, each a real OpenSSH sshd in its own mount
-//! and UTS namespace. Tests and the demo need several hosts with their own
-//! `/etc/kubernetes`, `/var/lib/etcd`, `/etc/etcd`, `/srv`, runit service directory and
-//! hostname, reachable over real SSH, without VMs or containers. Linux gives that
-//! cheaply: `unshare --mount --uts` plus bind mounts of per-host directories, and
-//! every address in 127.0.0.0/8 is local, so host `podcNN` of lab L listens on
-//! `127.0.L.NN:22`. Only loopback addresses are ever used.
+//! The local lab: N hosts on one machine, reachable over real SSH on loopback
+//! addresses: host `podcNN` of lab L listens on `127.0.L.NN:22`. Only loopback
+//! addresses are ever used. Two kinds:
+//! - the default: real Debian 12 systems booted with systemd-nspawn from a shared base
+//!   root, each with its own `/etc`, users, package database and systemd ([`system`],
+//!   the base in [`base`]); see docs/lab.md;
+//! - `--light`: an sshd in its own mount and UTS namespace per host, sharing almost
+//!   everything with the controller but cheap enough for 500 hosts ([`light`]).
 //!
 //! Layout under [`LAB_ROOT`]:
 //! ```text
 //! octets                  lab name -> third octet, allocated once under .lock
+//! .base/                  the cached Debian base roots (see `base`)
 //! NAME/id_ed25519[.pub]   client key (root's authorized key on every host)
 //! NAME/known_hosts        the hosts' real keys, bare `127.0.L.N` (port 22)
 //! NAME/inventory.kdl      inventory for troupe
-//! NAME/state              one line per started host: pids and namespace ids
-//! NAME/podc01/            sshd_config, host key, sshd.log, and the bind-mounted dirs
+//! NAME/operator-password  the `operator` user's sudo password (real lab)
+//! NAME/state              the lab's kind, one line per started host
+//! NAME/podc01/            the host's files (its root and overlay layers, or the light
+//!                         host's sshd_config and bind-mounted dirs)
 //! ```
-//! `down` stops exactly the processes of the lab's hosts (sshd, its runsvdir, runit
-//! services, anything started over SSH, reparented or not); the bind mounts disappear
-//! with the last of them. A process belongs to host H of lab L when its mount table
-//! holds H's bind mount of `L/H/etc-kubernetes` (see [`LabHost::owns`]). Namespace
-//! inode numbers alone cannot say that: the kernel reuses them at once, so a dead
-//! host's recorded number soon names another lab's live host.
+//! `down` stops exactly the lab's own hosts: the nspawn leaders it started (checked by
+//! start time) or the light hosts' processes, and unmounts what it mounted.
+
+pub mod base;
+pub mod light;
+pub mod system;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+pub use light::{LightHost, MOUNTS};
+pub use system::Machine;
 
 pub const LAB_ROOT: &str = "/var/tmp/troupe-lab";
 pub const DEFAULT_NAME: &str = "default";
 pub const DEFAULT_HOSTS: usize = 3;
 
-/// Host directories bind-mounted over the real paths inside each host's namespace:
-/// (per-host subdirectory, mount point).
-pub const MOUNTS: &[(&str, &str)] = &[
-    ("etc-kubernetes", "/etc/kubernetes"),
-    ("var-lib-etcd", "/var/lib/etcd"),
-    ("etc-etcd", "/etc/etcd"),
-    ("srv", "/srv"),
-    ("etc-service", "/etc/service"),
-    ("etc-sv", "/etc/sv"),
-];
+/// What a lab's hosts are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Debian machines under systemd-nspawn.
+    System,
+    /// sshd in namespaces (`--light`).
+    Light,
+}
+
+/// How one host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRun {
+    Light(LightHost),
+    Machine(Machine),
+}
 
 /// One lab host as recorded in the state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,39 +65,50 @@ pub struct LabHost {
     pub lab: String,
     pub name: String,
     pub address: String,
-    pub sshd_pid: u32,
-    pub runsvdir_pid: Option<u32>,
-    /// `mnt:[4026532177]` at `up`: a cheap first filter only, since the number is
-    /// reused as soon as the namespace dies ([`LabHost::owns`] decides).
-    pub mnt_ns: String,
-    pub uts_ns: String,
+    pub run: HostRun,
 }
 
 impl LabHost {
-    pub fn sshd_alive(&self) -> bool {
-        self.alive(self.sshd_pid)
+    /// The host's own directory `LAB_ROOT/<lab>/<name>`.
+    pub fn dir(&self) -> PathBuf {
+        lab_dir(&self.lab).join(&self.name)
     }
 
-    /// Whether `pid` is alive and a process of this host (pids get reused too).
-    pub fn alive(&self, pid: u32) -> bool {
-        proc_ns(pid, "mnt").as_deref() == Some(self.mnt_ns.as_str()) && !is_zombie(pid) && self.owns(pid)
+    /// Whether the host is up: its systemd-nspawn leader (same pid and start time) or
+    /// its light sshd is alive.
+    pub fn is_up(&self) -> bool {
+        match &self.run {
+            HostRun::Light(l) => l.alive(&self.lab, &self.name, l.sshd_pid),
+            HostRun::Machine(m) => m.leader_alive(),
+        }
     }
 
-    /// Whether process `pid` lives on this host: its mount table has this host's bind
-    /// mount of `LAB_ROOT/<lab>/<host>/etc-kubernetes` on `/etc/kubernetes`. Lab and
-    /// host names are part of that path and never shared, so unlike a namespace inode
-    /// number this cannot name another lab's process, however the kernel reuses
-    /// numbers, and it survives reparenting (a daemon started over SSH still has it).
-    pub fn owns(&self, pid: u32) -> bool {
-        let (sub, target) = MOUNTS[0];
-        let suffix = format!("/{}/{}/{sub}", self.lab, self.name);
-        fs::read_to_string(format!("/proc/{pid}/mountinfo")).is_ok_and(|table| {
-            table.lines().any(|line| {
-                let mut f = line.split(' ');
-                let (root, mount_point) = (f.nth(3), f.next());
-                mount_point == Some(target) && root.is_some_and(|r| r.ends_with(&suffix))
-            })
-        })
+    /// The host's sshd (the listener), as a pid on the controller.
+    pub fn sshd_pid(&self) -> Option<u32> {
+        match &self.run {
+            HostRun::Light(l) => Some(l.sshd_pid).filter(|_| self.is_up()),
+            HostRun::Machine(m) => m.sshd_pid(&self.dir()),
+        }
+    }
+
+    pub fn light(&self) -> Option<&LightHost> {
+        match &self.run {
+            HostRun::Light(l) => Some(l),
+            HostRun::Machine(_) => None,
+        }
+    }
+
+    pub fn machine(&self) -> Option<&Machine> {
+        match &self.run {
+            HostRun::Machine(m) => Some(m),
+            HostRun::Light(_) => None,
+        }
+    }
+
+    /// Where the host's `/` is seen from the controller (the machine's merged root);
+    /// `None` for a light host, whose `/` is the controller's.
+    pub fn root(&self) -> Option<PathBuf> {
+        self.machine().map(|_| system::root_dir(&self.dir()))
     }
 }
 
@@ -97,6 +118,7 @@ pub struct LabInfo {
     pub name: String,
     pub dir: PathBuf,
     pub octet: u8,
+    pub kind: Kind,
     pub hosts: Vec<LabHost>,
 }
 
@@ -113,9 +135,17 @@ impl LabInfo {
     pub fn host_dir(&self, host: &str) -> PathBuf {
         self.dir.join(host)
     }
+    /// The file holding the `operator` user's sudo password (real lab only).
+    pub fn operator_password_path(&self) -> PathBuf {
+        self.dir.join("operator-password")
+    }
     /// `ssh` arguments that log into a lab host as root with the lab's key, strictly
     /// checking the lab's known_hosts (append the address and the remote command).
     pub fn ssh_args(&self) -> Vec<String> {
+        self.ssh_args_as("root")
+    }
+    /// [`LabInfo::ssh_args`] for another user (`deploy`, `operator` on the real lab).
+    pub fn ssh_args_as(&self, user: &str) -> Vec<String> {
         vec![
             "-i".into(),
             self.key_path().display().to_string(),
@@ -132,7 +162,7 @@ impl LabInfo {
             "-o".into(),
             "ConnectTimeout=10".into(),
             "-l".into(),
-            "root".into(),
+            user.into(),
         ]
     }
 }
@@ -222,19 +252,35 @@ pub fn load(name: &str) -> Result<Option<LabInfo>> {
         Err(e) => return Err(e).with_context(|| format!("read {:?}", dir.join("state"))),
     };
     let mut octet = None;
+    // State files written before the real lab existed have no `kind` line.
+    let mut kind = Kind::Light;
     let mut hosts = Vec::new();
     for line in state.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             ["octet", o] => octet = Some(o.parse()?),
+            ["kind", "system"] => kind = Kind::System,
+            ["kind", "light"] => kind = Kind::Light,
             ["host", host, address, sshd, runsvdir, mnt, uts] => hosts.push(LabHost {
                 lab: name.to_string(),
                 name: host.to_string(),
                 address: address.to_string(),
-                sshd_pid: sshd.parse()?,
-                runsvdir_pid: runsvdir.parse().ok(),
-                mnt_ns: mnt.to_string(),
-                uts_ns: uts.to_string(),
+                run: HostRun::Light(LightHost {
+                    sshd_pid: sshd.parse()?,
+                    runsvdir_pid: runsvdir.parse().ok(),
+                    mnt_ns: mnt.to_string(),
+                    uts_ns: uts.to_string(),
+                }),
+            }),
+            ["machine", host, address, leader, start, machine] => hosts.push(LabHost {
+                lab: name.to_string(),
+                name: host.to_string(),
+                address: address.to_string(),
+                run: HostRun::Machine(Machine {
+                    leader_pid: leader.parse()?,
+                    start_time: start.parse()?,
+                    machine: machine.to_string(),
+                }),
             }),
             [] => {}
             _ => bail!("{:?}: unexpected line {line:?}", dir.join("state")),
@@ -248,19 +294,33 @@ pub fn load(name: &str) -> Result<Option<LabInfo>> {
         name: name.to_string(),
         dir,
         octet,
+        kind,
         hosts,
     }))
 }
 
 fn save_state(info: &LabInfo) -> Result<()> {
-    let mut s = format!("octet {}\n", info.octet);
+    let kind = match info.kind {
+        Kind::System => "system",
+        Kind::Light => "light",
+    };
+    let mut s = format!("octet {}\nkind {kind}\n", info.octet);
     for h in &info.hosts {
-        let runsvdir = h.runsvdir_pid.map_or("-".to_string(), |p| p.to_string());
-        writeln!(
-            s,
-            "host {} {} {} {} {} {}",
-            h.name, h.address, h.sshd_pid, runsvdir, h.mnt_ns, h.uts_ns
-        )?;
+        match &h.run {
+            HostRun::Light(l) => {
+                let runsvdir = l.runsvdir_pid.map_or("-".to_string(), |p| p.to_string());
+                writeln!(
+                    s,
+                    "host {} {} {} {} {} {}",
+                    h.name, h.address, l.sshd_pid, runsvdir, l.mnt_ns, l.uts_ns
+                )?;
+            }
+            HostRun::Machine(m) => writeln!(
+                s,
+                "machine {} {} {} {} {}",
+                h.name, h.address, m.leader_pid, m.start_time, m.machine
+            )?,
+        }
     }
     let tmp = info.dir.join("state.tmp");
     fs::write(&tmp, s)?;
@@ -284,9 +344,23 @@ pub fn list() -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Start lab `name` with `n` hosts, replacing whatever ran under that name before.
-/// Returns once every sshd accepts TCP connections.
+/// Start the real lab `name` with `n` Debian machines, replacing whatever ran under
+/// that name before. Returns once every machine has booted (`running`, or `degraded`
+/// with its failed units named on stderr).
 pub fn up(name: &str, n: usize) -> Result<LabInfo> {
+    up_kind(name, n, Kind::System)
+}
+
+/// Start the light lab `name` (`--light`): `n` sshd hosts in namespaces.
+pub fn up_light(name: &str, n: usize) -> Result<LabInfo> {
+    up_kind(name, n, Kind::Light)
+}
+
+/// Machines booted at once: each boot is mostly waiting on the other's CPU on a small
+/// machine, and more at once only makes every one of them slower.
+const PARALLEL_BOOTS: usize = 8;
+
+pub fn up_kind(name: &str, n: usize, kind: Kind) -> Result<LabInfo> {
     if n == 0 || n > 250 {
         bail!("a lab has 1 to 250 hosts, not {n}");
     }
@@ -295,12 +369,9 @@ pub fn up(name: &str, n: usize) -> Result<LabInfo> {
         eprintln!("lab {name}: stopping the previous instance first");
         down(name)?;
     }
-    for tool in ["unshare", "sshd", "ssh-keygen", "runsvdir"] {
-        if crate::deps::find_command(tool).is_none() {
-            bail!(
-                "`{tool}` is not installed: run `cargo xtask demo` or `cargo xtask test` as root once (they install it)"
-            );
-        }
+    match kind {
+        Kind::Light => light::check_tools()?,
+        Kind::System => system::check_tools()?,
     }
     if let Some(l) = wildcard_port22_listener() {
         bail!(
@@ -308,71 +379,52 @@ pub fn up(name: &str, n: usize) -> Result<LabInfo> {
              stop it (`systemctl stop ssh`, `sv down ssh` or `service ssh stop`) and retry"
         );
     }
+    let base = match kind {
+        Kind::System => Some(base::ensure()?),
+        Kind::Light => None,
+    };
+    let started = Instant::now();
     let dir = lab_dir(name);
     if dir.exists() {
+        // Never delete through a mounted root (a lab whose state file was lost).
+        unmount_under(&dir)?;
         fs::remove_dir_all(&dir).with_context(|| format!("remove the old {dir:?}"))?;
     }
     fs::create_dir_all(&dir).with_context(|| format!("create {dir:?}"))?;
     eprintln!(
-        "lab {name}: {n} hosts on 127.0.{octet}.1-{n}, files in {}",
+        "lab {name}: {n} {} on 127.0.{octet}.1-{n}, files in {}",
+        match kind {
+            Kind::System => "Debian machines",
+            Kind::Light => "light sshd hosts",
+        },
         dir.display()
     );
 
-    // Things that must exist in the real root for the namespaces to mount over / use.
-    for (_, target) in MOUNTS {
-        fs::create_dir_all(target).with_context(|| format!("create mount point {target}"))?;
-    }
-    fs::create_dir_all("/run/sshd").context("create /run/sshd (sshd's privilege separation dir)")?;
-
     let key = dir.join("id_ed25519");
     keygen(&key, &format!("troupe-lab-{name}"))?;
-    fs::copy(key.with_extension("pub"), dir.join("authorized_keys"))?;
-
     let mut info = LabInfo {
         name: name.to_string(),
         dir: dir.clone(),
         octet,
+        kind,
         hosts: Vec::new(),
     };
-    let mut known_hosts = String::new();
-    for i in 1..=n {
-        let host = host_name(i);
-        let address = host_address(octet, i);
-        let hdir = dir.join(&host);
-        for (sub, _) in MOUNTS {
-            fs::create_dir_all(hdir.join(sub))?;
+    let names: Vec<(String, String)> = (1..=n).map(|i| (host_name(i), host_address(octet, i))).collect();
+    let result = match &base {
+        None => start_light(&mut info, &names),
+        Some(base) => start_machines(&mut info, &names, base),
+    };
+    if let Err(e) = result {
+        eprintln!("lab {name}: could not start ({e:#}): stopping what did start");
+        if let Err(d) = down(name) {
+            eprintln!("lab {name}: {d:#}");
         }
-        let hostkey = hdir.join("ssh_host_ed25519_key");
-        keygen(&hostkey, &format!("root@{host}"))?;
-        let pubkey = fs::read_to_string(hostkey.with_extension("pub"))?;
-        let mut parts = pubkey.split_whitespace();
-        let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
-            bail!("unexpected public key format in {hostkey:?}.pub");
-        };
-        writeln!(known_hosts, "{address} {kind} {b64}")?;
-        fs::write(hdir.join("sshd_config"), sshd_config(&dir, &hdir, &address))?;
-
-        let started = start_host(name, &hdir, &host).with_context(|| {
-            format!(
-                "start {host} ({address}); see {}",
-                hdir.join("sshd.log").display()
-            )
-        })?;
-        info.hosts.push(LabHost {
-            name: host.clone(),
-            address: address.clone(),
-            ..started
-        });
-        save_state(&info)?;
+        return Err(e);
     }
-    fs::write(dir.join("known_hosts"), &known_hosts)?;
     fs::write(dir.join("inventory.kdl"), inventory(&info))?;
-
-    for h in &info.hosts {
-        wait_for_sshd(h, &dir.join(&h.name).join("sshd.log"))?;
-    }
     eprintln!(
-        "lab {name}: up: {}",
+        "lab {name}: up in {:.1?}: {}",
+        started.elapsed(),
         info.hosts
             .iter()
             .map(|h| h.name.as_str())
@@ -382,7 +434,112 @@ pub fn up(name: &str, n: usize) -> Result<LabInfo> {
     Ok(info)
 }
 
-fn keygen(path: &Path, comment: &str) -> Result<()> {
+/// One host's public key as a known_hosts line for its bare address.
+fn known_hosts_line(address: &str, pubkey: &Path) -> Result<String> {
+    let text = fs::read_to_string(pubkey)?;
+    let mut parts = text.split_whitespace();
+    let (Some(kind), Some(b64)) = (parts.next(), parts.next()) else {
+        bail!("unexpected public key format in {pubkey:?}");
+    };
+    Ok(format!("{address} {kind} {b64}\n"))
+}
+
+fn start_light(info: &mut LabInfo, names: &[(String, String)]) -> Result<()> {
+    let mut known_hosts = String::new();
+    for (host, address) in names {
+        let hdir = info.host_dir(host);
+        fs::create_dir_all(&hdir)?;
+        let hostkey = hdir.join("ssh_host_ed25519_key");
+        keygen(&hostkey, &format!("root@{host}"))?;
+        known_hosts.push_str(&known_hosts_line(address, &hostkey.with_extension("pub"))?);
+        fs::write(info.known_hosts_path(), &known_hosts)?;
+        let started = light::start(&info.name, &info.dir, &hdir, host, address).with_context(|| {
+            format!(
+                "start {host} ({address}); see {}",
+                hdir.join("sshd.log").display()
+            )
+        })?;
+        info.hosts.push(LabHost {
+            lab: info.name.clone(),
+            name: host.clone(),
+            address: address.clone(),
+            run: HostRun::Light(started),
+        });
+        save_state(info)?;
+    }
+    Ok(())
+}
+
+/// Prepare every machine (overlay, identity), then boot them [`PARALLEL_BOOTS`] at a
+/// time and wait until each has finished booting. The state file names each machine
+/// as soon as it is booting, so `down` finds it whatever happens next.
+fn start_machines(info: &mut LabInfo, names: &[(String, String)], base: &Path) -> Result<()> {
+    let hosts_file = system::hosts_file(names);
+    let plans: Vec<system::HostPlan> = names
+        .iter()
+        .map(|(host, address)| system::HostPlan {
+            lab_dir: &info.dir,
+            hdir: info.dir.join(host),
+            host: host.clone(),
+            address: address.clone(),
+            hosts_file: &hosts_file,
+            machine: format!("lab{}-{host}", info.octet),
+        })
+        .collect();
+    let mut known_hosts = String::new();
+    for plan in &plans {
+        system::prepare(plan, base)?;
+        known_hosts.push_str(&known_hosts_line(
+            &plan.address,
+            &plan.hdir.join("ssh_host_ed25519_key.pub"),
+        )?);
+    }
+    fs::write(info.known_hosts_path(), &known_hosts)?;
+    fs::write(
+        info.operator_password_path(),
+        format!("{}\n", base::OPERATOR_PASSWORD),
+    )?;
+    for chunk in plans.chunks(PARALLEL_BOOTS) {
+        let mut booted = Vec::new();
+        for plan in chunk {
+            let m = system::boot(plan)?;
+            info.hosts.push(LabHost {
+                lab: info.name.clone(),
+                name: plan.host.clone(),
+                address: plan.address.clone(),
+                run: HostRun::Machine(m.clone()),
+            });
+            save_state(info)?;
+            booted.push((plan, m));
+        }
+        let snapshot = info.clone();
+        let results: Vec<Result<String>> = std::thread::scope(|s| {
+            let handles: Vec<_> = booted
+                .iter()
+                .map(|(plan, m)| {
+                    let snapshot = &snapshot;
+                    s.spawn(move || system::wait_booted(snapshot, &plan.host, &plan.address, m))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("boot waiter panicked")))
+                })
+                .collect()
+        });
+        for ((plan, _), r) in booted.iter().zip(results) {
+            let state = r?;
+            if state != "running" {
+                eprintln!("lab {}: {} is {state}", info.name, plan.host);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn keygen(path: &Path, comment: &str) -> Result<()> {
     crate::run_quiet(
         Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
@@ -392,127 +549,12 @@ fn keygen(path: &Path, comment: &str) -> Result<()> {
     Ok(())
 }
 
-fn sshd_config(lab: &Path, hdir: &Path, address: &str) -> String {
-    format!(
-        "# troupe lab host, written by `cargo xtask lab up`\n\
-         ListenAddress {address}:22\n\
-         HostKey {hostkey}\n\
-         PidFile none\n\
-         Subsystem sftp /usr/lib/openssh/sftp-server\n\
-         PermitRootLogin prohibit-password\n\
-         PubkeyAuthentication yes\n\
-         PasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\n\
-         AuthorizedKeysFile {lab}/authorized_keys\n\
-         StrictModes no\n\
-         UsePAM no\n\
-         UseDNS no\n\
-         PrintMotd no\n\
-         PrintLastLog no\n\
-         X11Forwarding no\n\
-         AllowTcpForwarding yes\n\
-         PermitTunnel no\n\
-         MaxSessions 64\n\
-         MaxStartups 256\n\
-         MaxAuthTries 10\n\
-         LoginGraceTime 30\n\
-         ClientAliveInterval 30\n\
-         ClientAliveCountMax 4\n\
-         LogLevel ERROR\n",
-        hostkey = hdir.join("ssh_host_ed25519_key").display(),
-        lab = lab.display(),
-    )
-}
-
-/// Quote for `sh` (xtask builds two scripts; troupe itself quotes in its shell.rs).
-fn sh_quote(s: &str) -> String {
+/// Quote for `sh` (xtask builds a few scripts; troupe itself quotes in its shell.rs).
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Start one host: `sh` (in the background, so the host is not our child and never
-/// becomes our zombie) runs `unshare`, which without `--fork` execs the inner script in
-/// the new namespaces; the script bind-mounts the host's directories, sets the
-/// hostname, starts the host's runsvdir and execs sshd, keeping the pid it wrote.
-fn start_host(lab: &str, hdir: &Path, host: &str) -> Result<LabHost> {
-    let q = |p: &Path| sh_quote(&p.display().to_string());
-    let mut inner = String::from("set -e\n");
-    for (sub, target) in MOUNTS {
-        writeln!(inner, "mount --bind {} {target}", q(&hdir.join(sub)))?;
-    }
-    // bash reads ~/.bashrc even for `ssh host cmd`; the controller's (pyenv and the
-    // like) costs ~300 ms per command and belongs to no lab host. Each host gets its
-    // own, empty one.
-    if Path::new("/root/.bashrc").is_file() {
-        let rc = hdir.join("root-bashrc");
-        fs::write(
-            &rc,
-            "# ~/.bashrc of this lab host (the controller's is hidden by `cargo xtask lab up`)\n",
-        )?;
-        writeln!(inner, "mount --bind {} /root/.bashrc", q(&rc))?;
-    }
-    writeln!(inner, "hostname {host}")?;
-    writeln!(inner, "runsvdir -P /etc/service </dev/null >/dev/null 2>&1 &")?;
-    writeln!(inner, "echo $! > {}", q(&hdir.join("runsvdir.pid")))?;
-    writeln!(inner, "echo $$ > {}", q(&hdir.join("sshd.pid")))?;
-    writeln!(
-        inner,
-        "exec /usr/sbin/sshd -D -f {} -E {}",
-        q(&hdir.join("sshd_config")),
-        q(&hdir.join("sshd.log"))
-    )?;
-    let outer = format!(
-        "unshare --mount --uts --propagation private sh -c {} </dev/null >>{} 2>&1 &",
-        sh_quote(&inner),
-        q(&hdir.join("start.log"))
-    );
-    for f in ["sshd.pid", "runsvdir.pid"] {
-        let _ = fs::remove_file(hdir.join(f));
-    }
-    crate::run_quiet(
-        Command::new("sh")
-            .arg("-c")
-            .arg(&outer)
-            .stdin(Stdio::null())
-            .process_group(0),
-    )?;
-
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let read_pid = |f: &str| {
-        fs::read_to_string(hdir.join(f))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    };
-    loop {
-        if let (Some(sshd), Some(runsvdir)) = (read_pid("sshd.pid"), read_pid("runsvdir.pid")) {
-            let mnt = fs::read_link(format!("/proc/{sshd}/ns/mnt"));
-            let uts = fs::read_link(format!("/proc/{sshd}/ns/uts"));
-            if let (Ok(mnt), Ok(uts)) = (mnt, uts) {
-                return Ok(LabHost {
-                    lab: lab.to_string(),
-                    name: host.to_string(),
-                    address: String::new(),
-                    sshd_pid: sshd,
-                    runsvdir_pid: Some(runsvdir),
-                    mnt_ns: mnt.display().to_string(),
-                    uts_ns: uts.display().to_string(),
-                });
-            }
-            bail!(
-                "{host}: sshd (pid {sshd}) exited at once: {}",
-                tail(&hdir.join("sshd.log"))
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{host} did not start within 15s: {}",
-                tail(&hdir.join("start.log"))
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let s = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     let t = lines[lines.len().saturating_sub(10)..].join("\n");
@@ -520,27 +562,6 @@ fn tail(path: &Path) -> String {
         format!("({} is empty)", path.display())
     } else {
         t
-    }
-}
-
-fn wait_for_sshd(h: &LabHost, log: &Path) -> Result<()> {
-    let addr: SocketAddr = format!("{}:22", h.address).parse()?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-            return Ok(());
-        }
-        if !h.sshd_alive() {
-            bail!("{}: sshd exited: {}", h.name, tail(log));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{}: sshd does not accept connections on {addr} after 20s: {}",
-                h.name,
-                tail(log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
@@ -563,70 +584,56 @@ fn inventory(info: &LabInfo) -> String {
     s
 }
 
-/// Stop every process of lab `name` and forget its state. Idempotent.
+/// Stop lab `name`'s hosts and forget its state. Idempotent.
 pub fn down(name: &str) -> Result<()> {
     let Some(info) = load(name)? else {
         eprintln!("lab {name}: not running");
         return Ok(());
     };
-    stop_processes(&format!("lab {name}"), &info.hosts);
+    stop_hosts(&format!("lab {name}"), &info.hosts, false)?;
+    // Whatever `up` mounted before it could record a machine.
+    unmount_under(&info.dir)?;
     fs::remove_file(info.dir.join("state"))
         .with_context(|| format!("remove {:?}", info.dir.join("state")))?;
     eprintln!("lab {name}: down");
     Ok(())
 }
 
-/// Stop every process of `hosts` ([`processes_in`]): TERM (runsv stops its service on
-/// TERM too; runsvdir gets KILL at once), then KILL what is left after 5 s. Returns how many there were.
-fn stop_processes(label: &str, hosts: &[LabHost]) -> usize {
-    let pids: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
-    if pids.is_empty() {
-        eprintln!("{label}: no process left");
-        return 0;
-    }
-    eprintln!(
-        "{label}: stopping {} processes in {} hosts",
-        pids.len(),
-        hosts.len()
-    );
-    // runsvdir acts on TERM only at its next scan, up to 5 s later, and has nothing to
-    // flush: KILL it. The runsv processes (own sessions, `-P`) get TERM like everyone
-    // else and stop their services themselves.
-    let (runsvdirs, others): (Vec<u32>, Vec<u32>) = pids
+/// Stop `hosts`: machines shut down in parallel (`hard`: killed at once), light hosts'
+/// processes signalled.
+fn stop_hosts(label: &str, hosts: &[LabHost], hard: bool) -> Result<()> {
+    let light: Vec<(&str, &str, &LightHost)> = hosts
         .iter()
-        .partition(|&&p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "runsvdir"));
-    signal(&others, "TERM");
-    signal(&runsvdirs, "KILL");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: Vec<u32> = hosts.iter().flat_map(processes_in).collect();
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let names: Vec<String> = left
-                .iter()
-                .map(|p| {
-                    let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-                    format!("{p} {}", comm.trim())
-                })
-                .collect();
-            eprintln!(
-                "{label}: still running 5s after TERM, killing: {}",
-                names.join(", ")
-            );
-            signal(&left, "KILL");
-            std::thread::sleep(Duration::from_millis(200));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+        .filter_map(|h| Some((h.lab.as_str(), h.name.as_str(), h.light()?)))
+        .collect();
+    if !light.is_empty() {
+        light::stop(label, &light);
     }
-    pids.len()
+    let machines: Vec<(&LabHost, &Machine)> = hosts.iter().filter_map(|h| Some((h, h.machine()?))).collect();
+    if machines.is_empty() {
+        return Ok(());
+    }
+    eprintln!("{label}: stopping {} machines", machines.len());
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let handles: Vec<_> = machines
+            .iter()
+            .map(|(h, m)| s.spawn(move || system::stop(&format!("{label}: {}", h.name), &h.dir(), m, hard)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("stopper panicked")))
+            })
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
-/// Take one host of a running lab down (its sshd, runit services and every process
-/// started on it), as if the machine had died: its address then refuses connections.
-/// The rest of the lab keeps running; `up` starts the whole lab afresh.
+/// Take one host of a running lab down, as if the machine had died (a machine is
+/// killed, not shut down; a light host loses its sshd, services and every process
+/// started on it): its address then refuses connections. The rest of the lab keeps
+/// running; `up` starts the whole lab afresh.
 pub fn stop_host(lab: &str, host: &str) -> Result<()> {
     let info = load(lab)?.with_context(|| format!("lab {lab} is not running"))?;
     let h = info
@@ -634,8 +641,7 @@ pub fn stop_host(lab: &str, host: &str) -> Result<()> {
         .iter()
         .find(|h| h.name == host)
         .with_context(|| format!("lab {lab} has no host {host}"))?;
-    stop_processes(&format!("lab {lab}: {host}"), std::slice::from_ref(h));
-    Ok(())
+    stop_hosts(&format!("lab {lab}: {host}"), std::slice::from_ref(h), true)
 }
 
 /// Stop every lab, then forget the test labs whose test process has exited.
@@ -655,6 +661,7 @@ pub fn forget(name: &str) -> Result<()> {
     down(name)?;
     let dir = lab_dir(name);
     if dir.exists() {
+        unmount_under(&dir)?;
         fs::remove_dir_all(&dir).with_context(|| format!("remove {dir:?}"))?;
     }
     with_octet_table(|table| {
@@ -695,20 +702,23 @@ pub fn prune_test_labs() -> Result<()> {
     Ok(())
 }
 
-fn signal(pids: &[u32], sig: &str) {
+pub(crate) fn signal(pids: &[u32], sig: &str) {
+    if pids.is_empty() {
+        return;
+    }
     let mut cmd = Command::new("kill");
     cmd.arg(format!("-{sig}")).args(pids.iter().map(u32::to_string));
     // Some may have exited in between: that is fine.
     let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
-fn proc_ns(pid: u32, ns: &str) -> Option<String> {
+pub(crate) fn proc_ns(pid: u32, ns: &str) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .ok()
         .map(|p| p.display().to_string())
 }
 
-fn is_zombie(pid: u32) -> bool {
+pub(crate) fn is_zombie(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -718,7 +728,7 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-fn all_pids() -> Vec<u32> {
+pub(crate) fn all_pids() -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -726,28 +736,62 @@ fn all_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Every live process of host `h` (never this process): those in the mount namespace
-/// recorded at `up` that [`LabHost::owns`] (the number alone may be another lab's by
-/// now).
+/// Every live process of host `h` (never this process): a machine's leader and every
+/// process inside it, or a light host's processes.
 pub fn processes_in(h: &LabHost) -> Vec<u32> {
-    let me = std::process::id();
-    all_pids()
-        .into_iter()
-        .filter(|&p| p != me)
-        .filter(|&p| proc_ns(p, "mnt").as_deref() == Some(h.mnt_ns.as_str()) && !is_zombie(p) && h.owns(p))
-        .collect()
+    match &h.run {
+        HostRun::Light(l) => l.processes(&h.lab, &h.name),
+        HostRun::Machine(m) => m.processes(&h.dir()),
+    }
 }
 
 /// `runsvdir` processes in our own mount namespace (so not a lab host's).
 pub fn system_runsvdir_pids() -> Vec<u32> {
-    let Some(mine) = proc_ns(std::process::id(), "mnt") else {
-        return Vec::new();
-    };
-    all_pids()
-        .into_iter()
-        .filter(|&p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "runsvdir"))
-        .filter(|&p| proc_ns(p, "mnt").as_deref() == Some(mine.as_str()))
+    light::system_runsvdir_pids()
+}
+
+/// Mount points in our mount namespace (mountinfo field 5, octal escapes decoded).
+pub fn mount_points() -> Vec<PathBuf> {
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mount(m)))
         .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap_or(b'?') as char);
+            i += 4;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn is_mount_point(path: &Path) -> bool {
+    mount_points().iter().any(|m| m == path)
+}
+
+/// Unmount everything mounted at or under `dir`, deepest first.
+pub fn unmount_under(dir: &Path) -> Result<()> {
+    let mut under: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    under.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    under.dedup();
+    for m in under {
+        system::unmount(&m)?;
+    }
+    Ok(())
 }
 
 /// A TCP listener on the wildcard address port 22 (IPv4 or IPv6), if any.
@@ -773,7 +817,7 @@ pub fn wildcard_port22_listener() -> Option<String> {
     None
 }
 
-/// Print every known lab (or one) with its hosts, addresses, pids and liveness.
+/// Print every known lab (or one) with its hosts, addresses, pids and state.
 pub fn status(name: Option<&str>) -> Result<()> {
     let names = match name {
         Some(n) => vec![n.to_string()],
@@ -788,38 +832,70 @@ pub fn status(name: Option<&str>) -> Result<()> {
             continue;
         };
         println!(
-            "lab {name}: {} (inventory {})",
+            "lab {name} ({}): {} (inventory {})",
+            match info.kind {
+                Kind::System => "Debian machines",
+                Kind::Light => "light",
+            },
             info.dir.display(),
             info.inventory_path().display()
         );
-        println!(
-            "  {:<8} {:<14} {:>8} {:>9}  state",
-            "host", "address", "sshd", "runsvdir"
-        );
+        match info.kind {
+            Kind::System => println!(
+                "  {:<8} {:<14} {:>8} {:>8}  state",
+                "host", "address", "nspawn", "memory"
+            ),
+            Kind::Light => println!(
+                "  {:<8} {:<14} {:>8} {:>9}  state",
+                "host", "address", "sshd", "runsvdir"
+            ),
+        }
         for h in &info.hosts {
-            let alive = h.sshd_alive();
-            let runsvdir_alive = h.runsvdir_pid.is_some_and(|p| h.alive(p));
-            let state = match (alive, runsvdir_alive) {
-                (true, true) => "alive".to_string(),
-                (true, false) => "alive (runsvdir dead)".to_string(),
-                (false, _) => format!("DEAD ({} processes left)", processes_in(h).len()),
-            };
-            println!(
-                "  {:<8} {:<14} {:>8} {:>9}  {state}",
-                h.name,
-                h.address,
-                h.sshd_pid,
-                h.runsvdir_pid.map_or("-".into(), |p| p.to_string())
-            );
+            match &h.run {
+                HostRun::Machine(m) => {
+                    let (memory, state) = if m.leader_alive() {
+                        (
+                            format!("{}M", m.memory_kib(&h.dir()) / 1024),
+                            system::state(&info, &h.address),
+                        )
+                    } else {
+                        (
+                            "-".into(),
+                            format!("DOWN ({} processes left)", processes_in(h).len()),
+                        )
+                    };
+                    println!(
+                        "  {:<8} {:<14} {:>8} {:>8}  {state}",
+                        h.name, h.address, m.leader_pid, memory
+                    );
+                }
+                HostRun::Light(l) => {
+                    let alive = h.is_up();
+                    let runsvdir_alive = l.runsvdir_pid.is_some_and(|p| l.alive(&h.lab, &h.name, p));
+                    let state = match (alive, runsvdir_alive) {
+                        (true, true) => "alive".to_string(),
+                        (true, false) => "alive (runsvdir dead)".to_string(),
+                        (false, _) => format!("DEAD ({} processes left)", processes_in(h).len()),
+                    };
+                    println!(
+                        "  {:<8} {:<14} {:>8} {:>9}  {state}",
+                        h.name,
+                        h.address,
+                        l.sshd_pid,
+                        l.runsvdir_pid.map_or("-".into(), |p| p.to_string())
+                    );
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// `cargo xtask lab up [N] [--name NAME] | down [--name NAME | --all] | status [--name NAME]`
+/// `cargo xtask lab up [N] [--name NAME] [--light] | down [--name NAME | --all] | status [--name NAME]`
 pub fn cli(args: &[String]) -> Result<()> {
     let mut name: Option<String> = None;
     let mut all = false;
+    let mut light = false;
     let mut positional = Vec::new();
     let mut it = args.iter();
     let sub = it.next().map(String::as_str).unwrap_or("status");
@@ -827,6 +903,7 @@ pub fn cli(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--name" => name = Some(it.next().context("--name needs a value")?.clone()),
             "--all" => all = true,
+            "--light" => light = true,
             s if s.starts_with("--name=") => name = Some(s["--name=".len()..].to_string()),
             s if s.starts_with('-') => bail!("unknown option {s}\n{LAB_USAGE}"),
             s => positional.push(s.to_string()),
@@ -842,10 +919,16 @@ pub fn cli(args: &[String]) -> Result<()> {
                 _ => bail!("{LAB_USAGE}"),
             };
             let name = name.unwrap_or_else(|| DEFAULT_NAME.into());
-            let info = up(&name, n)?;
+            let info = up_kind(&name, n, if light { Kind::Light } else { Kind::System })?;
             println!("inventory: {}", info.inventory_path().display());
             if let Some(h) = info.hosts.first() {
                 println!("log in:    ssh {} {}", info.ssh_args().join(" "), h.address);
+            }
+            if info.kind == Kind::System {
+                println!(
+                    "users:     root, deploy (passwordless sudo), operator (sudo password in {})",
+                    info.operator_password_path().display()
+                );
             }
             println!(
                 "stop:      cargo xtask lab down{}",
@@ -864,7 +947,7 @@ pub fn cli(args: &[String]) -> Result<()> {
     }
 }
 
-pub const LAB_USAGE: &str = "usage: cargo xtask lab up [N] [--name NAME]
+pub const LAB_USAGE: &str = "usage: cargo xtask lab up [N] [--name NAME] [--light]
        cargo xtask lab down [--name NAME | --all]
        cargo xtask lab status [--name NAME]";
 
@@ -887,15 +970,17 @@ mod tests {
             name: "x".into(),
             dir: PathBuf::from("/var/tmp/troupe-lab/x"),
             octet: 7,
+            kind: Kind::System,
             hosts: (1..=2)
                 .map(|i| LabHost {
                     lab: "x".into(),
                     name: host_name(i),
                     address: host_address(7, i),
-                    sshd_pid: 1,
-                    runsvdir_pid: None,
-                    mnt_ns: String::new(),
-                    uts_ns: String::new(),
+                    run: HostRun::Machine(Machine {
+                        leader_pid: 1,
+                        start_time: 1,
+                        machine: format!("lab7-{}", host_name(i)),
+                    }),
                 })
                 .collect(),
         };

@@ -320,7 +320,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "bench: run {i}/{}: fresh lab {LAB_NAME:?} with {HOSTS} hosts",
             opts.runs
         );
-        let lab = lab::up(LAB_NAME, HOSTS)?;
+        let lab = lab::up_light(LAB_NAME, HOSTS)?;
         let outcome = one_run(i, &lab, &troupe, &logs);
         let last = i == opts.runs;
         if opts.keep_lab && (last || outcome.is_err()) {

@@ -15,7 +15,7 @@ pub(super) fn lab_alive(hosts: &Hosts) -> Result<bool> {
     let Some(now) = lab::load(LAB_NAME)? else {
         return Ok(false);
     };
-    Ok(now.hosts.len() >= hosts.n && now.hosts.iter().take(hosts.n).all(lab::LabHost::sshd_alive))
+    Ok(now.hosts.len() >= hosts.n && now.hosts.iter().take(hosts.n).all(lab::LabHost::is_up))
 }
 
 /// Shell start-up files of root that the hosts' login shell reads for every SSH
@@ -46,7 +46,7 @@ pub(super) fn quiet_rc_files(lab: &LabInfo) -> Result<Vec<String>> {
             xtask::run_quiet(
                 Command::new("nsenter")
                     .arg("--target")
-                    .arg(h.sshd_pid.to_string())
+                    .arg(h.light().context("the bench lab is light")?.sshd_pid.to_string())
                     .args(["--mount", "--", "mount", "--bind"])
                     .arg(&empty)
                     .arg(f),
@@ -62,7 +62,7 @@ pub(super) fn quiet_rc_files(lab: &LabInfo) -> Result<Vec<String>> {
 pub(super) fn ensure_lab(hosts: &Hosts) -> Result<()> {
     if !lab_alive(hosts)? {
         eprintln!("bench: lab {LAB_NAME:?} is not (fully) running: starting it again");
-        let info = lab::up(LAB_NAME, hosts.lab.hosts.len())?;
+        let info = lab::up_light(LAB_NAME, hosts.lab.hosts.len())?;
         quiet_rc_files(&info)?;
     }
     Ok(())

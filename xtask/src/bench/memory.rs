@@ -65,7 +65,7 @@ pub fn run(args: &[String]) -> Result<()> {
     fs::create_dir_all(&dir)?;
     let play = dir.join("play.kdl");
     write(&play, &PLAYBOOK.replace("SEQ_N", &N.to_string()))?;
-    let lab = lab::up(LAB_NAME, HOSTS)?;
+    let lab = lab::up_light(LAB_NAME, HOSTS)?;
     let root = xtask::workspace_root();
     let want = printed();
     let mut samples = Vec::new();

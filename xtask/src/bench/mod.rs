@@ -425,7 +425,7 @@ fn fan_out(opts: &Options) -> Result<()> {
     let peers = if wants_peers { Some(peers()?) } else { None };
     let max_n = *opts.hosts.iter().max().expect("checked non-empty");
     eprintln!("bench: starting lab {LAB_NAME:?} with {max_n} hosts");
-    let lab = lab::up(LAB_NAME, max_n)?;
+    let lab = lab::up_light(LAB_NAME, max_n)?;
     let hidden = quiet_rc_files(&lab)?;
     let load_before = loadavg();
     let started = Instant::now();
