@@ -189,24 +189,24 @@ fn missing_templates_and_files_and_unknown_filters_and_tests_are_check_errors() 
             "`copy` source `nosuch.txt` not found",
         ),
         (
-            r#"template src="combine.j2" dest="/srv/tests/x""#,
+            r#"template src="json_query.j2" dest="/srv/tests/x""#,
             "troupe::check::unknown_name",
-            "template `combine.j2` (line 2) uses the unknown filter `combine`",
+            "template `json_query.j2` (line 2) uses the unknown filter `json_query`",
         ),
         (
-            r#"template src="changed.j2" dest="/srv/tests/x""#,
+            r#"template src="finished.j2" dest="/srv/tests/x""#,
             "troupe::check::unknown_name",
-            "uses the unknown test `changed`",
+            "uses the unknown test `finished`",
         ),
         (
-            r#"debug msg="{{ a | combine(b) }}""#,
+            r#"debug msg="{{ a | json_query(b) }}""#,
             "troupe::check::unknown_name",
-            "argument `msg` uses the unknown filter `combine`",
+            "argument `msg` uses the unknown filter `json_query`",
         ),
         (
-            r#"debug msg="x"; when "r is changed""#,
+            r#"debug msg="x"; when "r is finished""#,
             "troupe::check::unknown_name",
-            "`when` uses the unknown test `changed`",
+            "`when` uses the unknown test `finished`",
         ),
     ];
     for (task, code, message) in cases {
@@ -216,13 +216,13 @@ fn missing_templates_and_files_and_unknown_filters_and_tests_are_check_errors() 
         let templates = pb.dir.path().join("templates");
         std::fs::create_dir(&templates).unwrap();
         std::fs::write(
-            templates.join("combine.j2"),
-            "a\n{{ {'x': 1} | combine({'y': 2}) }}\n",
+            templates.join("json_query.j2"),
+            "a\n{{ {'x': 1} | json_query({'y': 2}) }}\n",
         )
         .unwrap();
         std::fs::write(
-            templates.join("changed.j2"),
-            "{% if r is changed %}x{% endif %}\n",
+            templates.join("finished.j2"),
+            "{% if r is finished %}x{% endif %}\n",
         )
         .unwrap();
         let out = check(lab, &pb.path);
@@ -251,13 +251,13 @@ play "Two" hosts=all {
     );
     let templates = pb.dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(templates.join("later.j2"), "{{ base | combine(extra) }}\n").unwrap();
+    std::fs::write(templates.join("later.j2"), "{{ base | json_query(extra) }}\n").unwrap();
     let inv = lab_inventory(lab);
     let var = format!("dir={dir}");
     let out = crate::run_util::run(lab, &pb.path, &inv, &["-e", &var]);
     assert_eq!(out.code, CHECK_ERROR, "{}", out.show());
     assert!(
-        out.stderr.contains("uses the unknown filter `combine`"),
+        out.stderr.contains("uses the unknown filter `json_query`"),
         "{}",
         out.show()
     );

@@ -15,6 +15,7 @@ mod private_material;
 mod quoting;
 mod run_basic;
 mod run_errors;
+mod run_expressions;
 mod run_flow;
 mod run_interrupt;
 mod run_masking;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use base64::Engine as _;
-use minijinja::value::{Kwargs, StringInput, ValueKind};
+use minijinja::value::{Kwargs, Rest, StringInput, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 use sha2::Digest as _;
 
@@ -31,20 +31,41 @@ pub(crate) fn register(env: &mut Environment<'static>) {
     env.add_filter("dirname", dirname);
     env.add_filter("mandatory", mandatory);
     env.add_filter("regex_replace", regex_replace);
+    env.add_filter("regex_search", regex_search);
+    env.add_filter("regex_findall", regex_findall);
+    env.add_filter("combine", crate::data::combine);
+    env.add_filter("dict2items", crate::data::dict2items);
+    env.add_filter("items2dict", crate::data::items2dict);
+    env.add_filter("ternary", crate::data::ternary);
+    env.add_filter("flatten", crate::data::flatten);
+    env.add_filter("difference", crate::data::difference);
+    env.add_filter("intersect", crate::data::intersect);
+    env.add_filter("union", crate::data::union);
+    env.add_filter("symmetric_difference", crate::data::symmetric_difference);
+    env.add_filter("from_json", crate::data::from_json);
+    env.add_filter("from_yaml", crate::data::from_yaml);
+    env.add_filter("from_yaml_all", crate::data::from_yaml_all);
+    env.add_filter("to_nice_yaml", crate::data::to_nice_yaml);
+    env.add_filter("hash", crate::digest::hash);
+    env.add_filter("password_hash", crate::digest::password_hash);
+    env.add_filter("ipaddr", crate::ipaddr::ipaddr);
+    env.add_filter("ipv4", crate::ipaddr::ipv4);
+    env.add_filter("ipv6", crate::ipaddr::ipv6);
+    crate::checks::register(env);
     env.add_filter("ipwrap", ipwrap);
     env.add_function("fail", fail);
 }
 
 /// Strict undefined for filters that take any value: fails the way minijinja's own
 /// filters do, naming the undefined expression.
-fn defined(state: &State, value: &Value) -> Result<(), Error> {
+pub(crate) fn defined(state: &State, value: &Value) -> Result<(), Error> {
     if value.is_undefined() {
         StringInput::new(state, value)?;
     }
     Ok(())
 }
 
-fn invalid(msg: impl Into<String>) -> Error {
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, msg.into())
 }
 
@@ -464,41 +485,112 @@ fn fail(msg: String) -> Result<Value, Error> {
     Err(invalid(msg))
 }
 
-fn regex_cache() -> &'static Mutex<HashMap<(String, bool), regex::Regex>> {
-    static CACHE: OnceLock<Mutex<HashMap<(String, bool), regex::Regex>>> = OnceLock::new();
+/// Compiled patterns by (pattern, ignorecase, multiline).
+type RegexCache = Mutex<HashMap<(String, bool, bool), regex::Regex>>;
+
+fn regex_cache() -> &'static RegexCache {
+    static CACHE: OnceLock<RegexCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
-/// Ansible's `regex_replace(pattern, replacement, ignorecase=false)`, with Python's
-/// `\1` / `\g<name>` back-references in the replacement.
+/// The flags Ansible's regex filters take as keyword arguments.
+fn regex_flags(kwargs: &Kwargs) -> Result<(bool, bool), Error> {
+    let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
+    let multiline: Option<bool> = kwargs.get("multiline")?;
+    kwargs.assert_all_used()?;
+    Ok((ignorecase.unwrap_or(false), multiline.unwrap_or(false)))
+}
+
+/// A compiled regular expression, cached (the engine renders per host per task).
+fn compiled(pattern: &str, ignorecase: bool, multiline: bool) -> Result<regex::Regex, Error> {
+    let key = (pattern.to_string(), ignorecase, multiline);
+    let mut cache = regex_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(re) = cache.get(&key) {
+        return Ok(re.clone());
+    }
+    let re = regex::RegexBuilder::new(pattern)
+        .case_insensitive(ignorecase)
+        .multi_line(multiline)
+        .build()
+        .map_err(|e| invalid(format!("invalid regular expression: {e}")))?;
+    if cache.len() < 256 {
+        cache.insert(key, re.clone());
+    }
+    Ok(re)
+}
+
+/// Ansible's `regex_replace(pattern, replacement, ignorecase=false, multiline=false)`,
+/// with Python's `\1` / `\g<name>` back-references in the replacement.
 fn regex_replace(
     value: StringInput<'_>,
     pattern: &str,
     replacement: Option<&str>,
     kwargs: Kwargs,
 ) -> Result<String, Error> {
-    let ignorecase: Option<bool> = kwargs.get("ignorecase")?;
-    kwargs.assert_all_used()?;
-    let ignorecase = ignorecase.unwrap_or(false);
-    let key = (pattern.to_string(), ignorecase);
-    let re = {
-        let mut cache = regex_cache().lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(&key) {
-            Some(re) => re.clone(),
-            None => {
-                let re = regex::RegexBuilder::new(pattern)
-                    .case_insensitive(ignorecase)
-                    .build()
-                    .map_err(|e| invalid(format!("invalid regular expression: {e}")))?;
-                if cache.len() < 256 {
-                    cache.insert(key, re.clone());
-                }
-                re
-            }
-        }
-    };
+    let (ignorecase, multiline) = regex_flags(&kwargs)?;
+    let re = compiled(pattern, ignorecase, multiline)?;
     let replacement = python_replacement(replacement.unwrap_or(""));
     Ok(re.replace_all(value.as_str(), replacement.as_str()).into_owned())
+}
+
+/// Ansible's `regex_search(pattern, '\\1', '\\g<name>', ..., ignorecase, multiline)`:
+/// the first match as a string, or with group arguments the list of those groups;
+/// none when nothing matches.
+fn regex_search(
+    value: StringInput<'_>,
+    pattern: &str,
+    groups: Rest<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let (ignorecase, multiline) = regex_flags(&kwargs)?;
+    let re = compiled(pattern, ignorecase, multiline)?;
+    let Some(caps) = re.captures(value.as_str()) else {
+        return Ok(Value::from(()));
+    };
+    if groups.is_empty() {
+        return Ok(Value::from(caps.get(0).map_or("", |m| m.as_str())));
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups.iter() {
+        let m = if let Some(n) = g.strip_prefix('\\').and_then(|n| n.parse::<usize>().ok()) {
+            if n >= caps.len() {
+                return Err(invalid(format!("regex_search: the pattern has no group {n}")));
+            }
+            caps.get(n)
+        } else if let Some(name) = g.strip_prefix("\\g<").and_then(|n| n.strip_suffix('>')) {
+            if !re.capture_names().any(|c| c == Some(name)) {
+                return Err(invalid(format!(
+                    "regex_search: the pattern has no group named `{name}`"
+                )));
+            }
+            caps.name(name)
+        } else {
+            return Err(invalid(format!(
+                "regex_search: a group argument is written `\\\\1` or `\\\\g<name>`, got `{g}`"
+            )));
+        };
+        out.push(m.map_or(Value::from(()), |m| Value::from(m.as_str())));
+    }
+    Ok(Value::from(out))
+}
+
+/// Ansible's `regex_findall(pattern, ignorecase, multiline)`, Python's `re.findall`:
+/// every match; with one group, that group of every match; with several, a list of
+/// the groups for each match.
+fn regex_findall(value: StringInput<'_>, pattern: &str, kwargs: Kwargs) -> Result<Value, Error> {
+    let (ignorecase, multiline) = regex_flags(&kwargs)?;
+    let re = compiled(pattern, ignorecase, multiline)?;
+    let groups = re.captures_len() - 1;
+    let text = |m: Option<regex::Match<'_>>| Value::from(m.map_or("", |m| m.as_str()));
+    let out: Vec<Value> = re
+        .captures_iter(value.as_str())
+        .map(|c| match groups {
+            0 => text(c.get(0)),
+            1 => text(c.get(1)),
+            n => Value::from((1..=n).map(|i| text(c.get(i))).collect::<Vec<_>>()),
+        })
+        .collect();
+    Ok(Value::from(out))
 }
 
 /// `\1` → `${1}`, `\g<name>` → `${name}`, `$` → `$$`, `\\` → `\`.

@@ -11,9 +11,13 @@
 //! [`manifest`] edits Kubernetes static-pod manifests line by line, for changes that
 //! must leave the rest of an existing file byte for byte as it was.
 
+mod checks;
 mod context;
+mod data;
+mod digest;
 mod error;
 mod filters;
+mod ipaddr;
 pub mod manifest;
 mod names;
 mod renderer;

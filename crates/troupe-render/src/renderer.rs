@@ -139,7 +139,7 @@ impl Renderer {
     /// The filters, tests and functions `src` uses that this renderer does not
     /// provide, in order of use. `expr` says whether `src` is a bare expression (`when`)
     /// rather than template text. minijinja only resolves names when it runs them, so
-    /// this is what lets the checker catch `| combine` or `is changed` before any host
+    /// this is what lets the checker catch `| json_query` or `is finished` before any host
     /// is touched.
     pub fn unknown_names(&self, src: &str, expr: bool) -> Vec<crate::UsedName> {
         let mut known: HashMap<(crate::NameKind, String), bool> = HashMap::new();

@@ -6,7 +6,7 @@
 //! found in belong to the engine (`troupe_render::Renderer`, `executor::search_dirs`).
 //! Why at all: minijinja resolves filter names only when it runs them, and the
 //! template module reads its file only when the task runs, so a missing template, an
-//! Ansible filter troupe lacks (`combine`) or test (`is changed`) used to fail mid-run,
+//! Ansible filter troupe lacks (`json_query`) or test (`is finished`) used to fail mid-run,
 //! after earlier tasks had changed hosts. `troupe check` and `troupe run` both call
 //! [`check`] before any connection is opened (the invariant "nothing touches a host
 //! until the whole run has checked").
@@ -71,7 +71,7 @@ pub enum Problem {
     #[diagnostic(
         code(troupe::check::unknown_name),
         help(
-            "docs/templates.md lists the filters, tests and functions troupe provides (Ansible's `combine`, `is changed` and lookups are not among them)"
+            "docs/templates.md lists the filters, tests and functions troupe provides (Ansible's `json_query` and the async tests such as `is finished` are not among them)"
         )
     )]
     UnknownName {
@@ -366,14 +366,17 @@ mod tests {
         );
         assert!(ok.is_empty(), "{ok:?}");
         let bad = problems(
-            "play \"p\" hosts=all {\n    task \"t\" { template src=\"a.j2\" dest=\"/x\" }\n    task \"m\" { template src=\"missing.j2\" dest=\"/x\" }\n    task \"s\" { template src=\"syntax.j2\" dest=\"/x\" }\n    task \"c\" { copy src=\"nope.txt\" dest=\"/y\" }\n    task \"l\" { debug msg=\"x\"; loop \"items | combine(x)\" }\n    handler \"h\" { debug msg=\"{{ lookup('env', 'HOME') }}\" }\n}\n",
+            "play \"p\" hosts=all {\n    task \"t\" { template src=\"a.j2\" dest=\"/x\" }\n    task \"m\" { template src=\"missing.j2\" dest=\"/x\" }\n    task \"s\" { template src=\"syntax.j2\" dest=\"/x\" }\n    task \"c\" { copy src=\"nope.txt\" dest=\"/y\" }\n    task \"l\" { debug msg=\"x\"; loop \"items | json_query(x)\" }\n    handler \"h\" { debug msg=\"{{ lookup('env', 'HOME') }}\" }\n}\n",
             &[
-                ("templates/a.j2", "x\n{{ y is changed }}\n"),
+                ("templates/a.j2", "x\n{{ y is finished }}\n"),
                 ("templates/syntax.j2", "{% if %}\n"),
             ],
         );
         assert_eq!(bad.len(), 6, "{bad:#?}");
-        assert_eq!(bad[0], "template `a.j2` (line 2) uses the unknown test `changed`");
+        assert_eq!(
+            bad[0],
+            "template `a.j2` (line 2) uses the unknown test `finished`"
+        );
         assert_eq!(bad[1], "template `missing.j2` not found");
         assert!(
             bad[2].starts_with("template `syntax.j2`: syntax error"),
@@ -381,7 +384,7 @@ mod tests {
             bad[2]
         );
         assert_eq!(bad[3], "`copy` source `nope.txt` not found on the controller");
-        assert_eq!(bad[4], "`loop` uses the unknown filter `combine`");
+        assert_eq!(bad[4], "`loop` uses the unknown filter `json_query`");
         assert_eq!(bad[5], "argument `msg` uses the unknown function `lookup`");
     }
 }

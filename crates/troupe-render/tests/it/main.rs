@@ -1,6 +1,7 @@
 //! troupe-render's integration tests, one binary (one link, one run) with a module per
 //! subject; `common` holds the seed's render context they share.
 
+mod ansible;
 mod api;
 mod common;
 mod diagnostics;
