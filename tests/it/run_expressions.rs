@@ -64,3 +64,49 @@ fn filters_and_result_tests_work_end_to_end() {
         assert_eq!(stats(&recap, h).4, 2, "{h}: `After a change` skips too: {recap}");
     }
 }
+
+const LOOKUPS: &str = r#"
+play "Lookups" hosts=all {
+    task "Looked up" {
+        copy dest="{{ dir }}/lookups" content="{{ lookup('file', 'motd.txt') }} {{ lookup('pipe', 'echo piped') }} {{ lookup('env', 'HOME') }}\n"
+    }
+    task "Password" { copy dest="{{ dir }}/pw" content="{{ lookup('password', pwfile ~ ' length=24') }}\n" }
+    task "Show" { debug msg="the password is {{ lookup('password', pwfile) }}" }
+}
+"#;
+
+/// Lookups run on the controller, and a `lookup('password')` value is a secret: the
+/// hosts get it, the output (diff and debug message included) shows `********`.
+#[test]
+fn lookups_run_on_the_controller_and_passwords_stay_masked() {
+    let lab = Lab::shared();
+    let dir = lab.scratch("run_lookups");
+    let pb = playbook(LOOKUPS);
+    std::fs::create_dir(pb.dir.path().join("files")).unwrap();
+    std::fs::write(pb.dir.path().join("files/motd.txt"), "hello\n").unwrap();
+    let pwfile = pb.dir.path().join("secrets/db");
+    let vars = [format!("dir={dir}"), format!("pwfile={}", pwfile.display())];
+    let args = ["-e", &vars[0], "-e", &vars[1], "--diff"];
+    let out = run(lab, &pb.path, &lab_inventory(lab), &args);
+    assert_eq!(out.code, 0, "{}", out.show());
+    let pw = std::fs::read_to_string(&pwfile).unwrap().trim_end().to_string();
+    assert_eq!(pw.len(), 24);
+    let home = std::env::var("HOME").unwrap();
+    for h in lab.host_names() {
+        assert_eq!(
+            lab.ssh_ok(h, &format!("cat {dir}/lookups")),
+            format!("hello piped {home}\n")
+        );
+        assert_eq!(
+            lab.ssh_ok(h, &format!("cat {dir}/pw")),
+            format!("{pw}\n"),
+            "one password for all"
+        );
+    }
+    assert!(
+        !out.stdout.contains(&pw) && !out.stderr.contains(&pw),
+        "{}",
+        out.show()
+    );
+    assert!(out.stdout.contains("the password is ********"), "{}", out.show());
+}

@@ -18,12 +18,14 @@ mod digest;
 mod error;
 mod filters;
 mod ipaddr;
+mod lookup;
 pub mod manifest;
 mod names;
 mod renderer;
 
 pub use context::{Context, Groups, HostVars};
 pub use error::RenderError;
+pub use lookup::SecretSink;
 pub use names::{NameKind, UsedName, used_names};
 pub use renderer::{FUEL, Renderer};
 

@@ -47,6 +47,7 @@ pub struct Renderer {
     search_dirs: Arc<Vec<PathBuf>>,
     /// Template name → the file it was loaded from, for diagnostics.
     resolved: Arc<Mutex<HashMap<String, PathBuf>>>,
+    lookups: Arc<crate::lookup::Lookups>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -83,6 +84,8 @@ impl Renderer {
         // nested twice never ends.
         env.set_fuel(Some(FUEL));
         crate::filters::register(&mut env);
+        let lookups = Arc::new(crate::lookup::Lookups::default());
+        crate::lookup::register(&mut env, &lookups);
 
         let dirs = search_dirs.clone();
         let seen = resolved.clone();
@@ -92,7 +95,21 @@ impl Renderer {
             env,
             search_dirs,
             resolved,
+            lookups,
         }
+    }
+
+    /// Sets the task's base folders (most specific first) that `lookup('file', NAME)`
+    /// searches (`DIR/files/NAME`, then `DIR/NAME`) and that a relative
+    /// `lookup('password', PATH)` is kept under (the first one).
+    pub fn set_lookup_dirs(&self, dirs: Vec<PathBuf>) {
+        *self.lookups.dirs.write().unwrap_or_else(|e| e.into_inner()) = dirs;
+    }
+
+    /// Installs what is called with every secret a lookup produces
+    /// (`lookup('password')`), e.g. the engine's masker.
+    pub fn on_secret(&self, sink: crate::SecretSink) {
+        *self.lookups.on_secret.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
     }
 
     /// The directories template files are looked up in, in order.

@@ -167,9 +167,13 @@ impl Env {
         cache
             .entry(search_dirs.to_vec())
             .or_insert_with(|| {
-                Arc::new(Renderer::new(
-                    search_dirs.iter().map(|d| d.join("templates")).collect(),
-                ))
+                let r = Renderer::new(search_dirs.iter().map(|d| d.join("templates")).collect());
+                // lookup('file') searches the task's folders; lookup('password')
+                // values are secrets from the moment they are read.
+                r.set_lookup_dirs(search_dirs.to_vec());
+                let masker = self.masker.clone();
+                r.on_secret(Arc::new(move |s: &str| masker.add(s)));
+                Arc::new(r)
             })
             .clone()
     }

@@ -366,7 +366,7 @@ mod tests {
         );
         assert!(ok.is_empty(), "{ok:?}");
         let bad = problems(
-            "play \"p\" hosts=all {\n    task \"t\" { template src=\"a.j2\" dest=\"/x\" }\n    task \"m\" { template src=\"missing.j2\" dest=\"/x\" }\n    task \"s\" { template src=\"syntax.j2\" dest=\"/x\" }\n    task \"c\" { copy src=\"nope.txt\" dest=\"/y\" }\n    task \"l\" { debug msg=\"x\"; loop \"items | json_query(x)\" }\n    handler \"h\" { debug msg=\"{{ lookup('env', 'HOME') }}\" }\n}\n",
+            "play \"p\" hosts=all {\n    task \"t\" { template src=\"a.j2\" dest=\"/x\" }\n    task \"m\" { template src=\"missing.j2\" dest=\"/x\" }\n    task \"s\" { template src=\"syntax.j2\" dest=\"/x\" }\n    task \"c\" { copy src=\"nope.txt\" dest=\"/y\" }\n    task \"l\" { debug msg=\"x\"; loop \"items | json_query(x)\" }\n    handler \"h\" { debug msg=\"{{ lookup('env', 'HOME') }}\" }\n    handler \"q\" { debug msg=\"{{ nolookup('env', 'HOME') }}\" }\n}\n",
             &[
                 ("templates/a.j2", "x\n{{ y is finished }}\n"),
                 ("templates/syntax.j2", "{% if %}\n"),
@@ -385,6 +385,6 @@ mod tests {
         );
         assert_eq!(bad[3], "`copy` source `nope.txt` not found on the controller");
         assert_eq!(bad[4], "`loop` uses the unknown filter `json_query`");
-        assert_eq!(bad[5], "argument `msg` uses the unknown function `lookup`");
+        assert_eq!(bad[5], "argument `msg` uses the unknown function `nolookup`");
     }
 }

@@ -8,5 +8,6 @@ mod diagnostics;
 mod docs;
 mod etcd_real;
 mod k8s;
+mod lookups;
 mod systemd;
 mod templates;

@@ -6,6 +6,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use indexmap::IndexSet;
 use serde_json::Value;
@@ -96,6 +97,15 @@ pub fn main(args: RenderArgs) -> ExitCode {
             }
             let dirs = search_dirs(play, task);
             let renderer = troupe_render::Renderer::new(dirs.iter().map(|d| d.join("templates")).collect());
+            renderer.set_lookup_dirs(dirs.clone());
+            // lookup('password') values, masked like secret vars below
+            let looked_up: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+            if !args.show_secrets {
+                let sink = looked_up.clone();
+                renderer.on_secret(Arc::new(move |s: &str| {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(s.to_string())
+                }));
+            }
             let masker = &masker;
             let mut fail = |what: &dyn miette::Diagnostic| {
                 errors += 1;
@@ -180,6 +190,9 @@ pub fn main(args: RenderArgs) -> ExitCode {
                 match renderer.render_file(&src, &c) {
                     Ok(text) => {
                         rendered += 1;
+                        for secret in looked_up.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+                            masker.add(&secret);
+                        }
                         let header = format!(
                             "==> {dest} on {} [task \"{}\", {}]{note}",
                             host.name,
